@@ -1,0 +1,117 @@
+"""Errors a user can meet, each with one clear sentence and a hint to fix it.
+
+Adapters convert library exceptions (docker, httpx, OS errors) into these once, at the edge;
+the CLI and the GUI show ``message`` and ``hint`` and never a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class RyxError(Exception):
+    """Base class: a user-facing failure with a one-line message and a hint."""
+
+    hint: str = ""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if hint is not None:
+            self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(RyxError):
+    """The config file cannot be read or does not validate."""
+
+    hint = "Fix the file, then check it with `ryx-desktop config check`."
+
+
+class UnknownModelError(RyxError):
+    """A key, served name or alias that no configured model has."""
+
+    hint = "Run `ryx-desktop status` to list the configured models."
+
+
+class DockerUnavailableError(RyxError):
+    """No Docker engine answers at the configured address."""
+
+    hint = "Start Docker (`sudo systemctl start docker`) or set docker.host / DOCKER_HOST."
+
+
+class DockerPermissionError(RyxError):
+    """The Docker socket exists but this user may not use it."""
+
+    hint = "Add yourself to the docker group (`sudo usermod -aG docker $USER`), then log in again."
+
+
+class ImageMissingError(RyxError):
+    """The image is not present locally and could not be pulled."""
+
+    hint = "Check the image name and your network, or load it with `docker load` / `docker pull`."
+
+
+class PortInUseError(RyxError):
+    """The model's host port is taken by another container or program."""
+
+    hint = "Stop whatever holds the port, or give the model another `port:` in the config."
+
+
+class NoGpuRuntimeError(RyxError):
+    """Docker cannot hand a GPU to containers (no NVIDIA container toolkit)."""
+
+    hint = (
+        "Install the NVIDIA container toolkit and restart Docker, "
+        "or set `devices: none` for this model."
+    )
+
+
+class ModelPathMissingError(RyxError):
+    """The model's weights are not where the config says."""
+
+    hint = "Download the model into the models directory, or fix `model:` / `docker.models_dir`."
+
+
+class ContainerExitedError(RyxError):
+    """The container stopped while the model was loading or serving."""
+
+    hint = "Read the log lines above; `ryx-desktop logs KEY` shows the whole log."
+
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        exit_code: int | None = None,
+        log_tail: Sequence[str] = (),
+    ) -> None:
+        super().__init__(message, hint)
+        self.exit_code = exit_code
+        self.log_tail = tuple(log_tail)
+
+
+class OutOfMemoryError(ContainerExitedError):
+    """The container was killed for running out of memory (exit 137 / OOMKilled)."""
+
+    hint = "Lower `gpu_memory_utilization` or `max_model_len`, or stop other models first."
+
+
+class StartTimeoutError(ContainerExitedError):
+    """The model did not become ready within its start timeout."""
+
+    hint = "Raise `start_timeout` for big models, or read the log for where loading stalls."
+
+
+class BudgetExceededError(RyxError):
+    """Fractional policy: the model does not fit the GPU budget and nothing can be evicted."""
+
+    hint = "Stop a busy model, lower `gpu_memory_utilization`, or use `gpu.policy: exclusive`."
+
+
+class DockerError(RyxError):
+    """Any other error the Docker engine reported."""
+
+    hint = "Run `docker info` to check the engine; the message above is Docker's own."

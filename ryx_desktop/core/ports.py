@@ -1,0 +1,167 @@
+"""The outside world as core sees it: small Protocols with real versions in ``adapters``.
+
+Core never imports docker, httpx or pynvml; it talks to these. Tests plug fakes in here.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from ryx_desktop.core.spec import ContainerSpec
+from ryx_desktop.core.states import ModelMetrics
+
+
+class ContainerStatus(enum.StrEnum):
+    """Docker's own container states."""
+
+    CREATED = "created"
+    RUNNING = "running"
+    PAUSED = "paused"
+    RESTARTING = "restarting"
+    REMOVING = "removing"
+    EXITED = "exited"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerInfo:
+    """What the runtime knows about one container that belongs to a model."""
+
+    id: str
+    name: str
+    model_key: str
+    status: ContainerStatus
+    exit_code: int | None = None
+    oom_killed: bool = False
+    spec_hash: str | None = None  # None for containers compose started (no labels)
+    host_port: int | None = None
+    managed: bool = True  # carries io.ryx.managed=true (False: adopted by name)
+    pids: tuple[int, ...] = ()  # host PIDs, for mapping GPU memory to models
+
+
+class RuntimeEventKind(enum.StrEnum):
+    """Docker events the supervisor cares about."""
+
+    START = "start"
+    DIE = "die"
+    OOM = "oom"
+    DESTROY = "destroy"
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeEvent:
+    """One Docker event for a model's container."""
+
+    kind: RuntimeEventKind
+    container_id: str
+    model_key: str
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PullProgress:
+    """Image download progress summed over layers."""
+
+    image: str
+    done_bytes: int
+    total_bytes: int
+    layers_done: int
+    layers_total: int
+    status: str = ""
+
+    @property
+    def percent(self) -> float | None:
+        if self.total_bytes <= 0:
+            return None
+        return min(100.0, 100.0 * self.done_bytes / self.total_bytes)
+
+
+class ContainerRuntime(Protocol):
+    """Runs model containers. Every method runs the blocking work off the event loop.
+
+    Methods raise ``ryx_desktop.core.errors`` types only.
+    """
+
+    async def list_models(self) -> list[ContainerInfo]:
+        """Containers that belong to models: labelled ``io.ryx.managed`` or named ``ryx-vllm-*``."""
+        ...
+
+    async def ensure_image(
+        self, image: str, on_progress: Callable[[PullProgress], None] | None = None
+    ) -> None:
+        """Pull ``image`` when it is not present locally, reporting progress."""
+        ...
+
+    async def start(self, spec: ContainerSpec) -> ContainerInfo:
+        """Create and start the container; leave nothing behind on failure."""
+        ...
+
+    async def inspect(self, container_id: str) -> ContainerInfo | None:
+        """The container's current state, or None when it no longer exists."""
+        ...
+
+    async def stop(self, container_id: str, timeout: float) -> None:
+        """SIGTERM, wait up to ``timeout`` seconds, kill, then remove. Missing is fine."""
+        ...
+
+    async def remove(self, container_id: str) -> None:
+        """Remove a stopped container. Missing is fine."""
+        ...
+
+    async def logs(self, container_id: str, tail: int) -> list[str]:
+        """The last ``tail`` lines of the container's log (stdout and stderr)."""
+        ...
+
+    def follow_logs(self, container_id: str, tail: int = 0) -> AsyncIterator[str]:
+        """Log lines as they are written, until the container stops or the iterator closes."""
+        ...
+
+    def events(self) -> AsyncIterator[RuntimeEvent]:
+        """Docker events (start, die, oom, destroy) of model containers, as they happen."""
+        ...
+
+    async def close(self) -> None:
+        """Stop background threads and close the connection."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """One health probe of a vLLM (or any OpenAI-compatible) server."""
+
+    reachable: bool  # something answered HTTP
+    healthy: bool  # /health answered 200
+    served_names: tuple[str, ...] = ()  # ids listed by /v1/models
+    error: str = ""
+
+    def serves(self, served_name: str) -> bool:
+        return self.healthy and served_name in self.served_names
+
+
+class HealthProbe(Protocol):
+    """Asks a model server how it is."""
+
+    async def probe(self, base_url: str) -> ProbeResult:
+        """GET /health and /v1/models."""
+        ...
+
+    async def metrics(self, base_url: str) -> ModelMetrics | None:
+        """GET /metrics and read vLLM's request and KV-cache gauges; None when unavailable."""
+        ...
+
+    async def close(self) -> None:
+        ...
+
+
+class Clock(Protocol):
+    """Time, injectable so tests never sleep for real."""
+
+    def now(self) -> float:
+        """Monotonic seconds."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        ...

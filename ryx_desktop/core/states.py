@@ -1,0 +1,95 @@
+"""Immutable snapshots of what each model is doing, the only state observers ever see."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class InstanceState(enum.StrEnum):
+    """Lifecycle of one model's instance (see DESIGN.md, Instance states)."""
+
+    STOPPED = "stopped"
+    STARTING = "starting"
+    READY = "ready"
+    STOPPING = "stopping"
+    SLEEPING = "sleeping"
+    UNHEALTHY = "unhealthy"
+    FAILED = "failed"
+    UNREACHABLE = "unreachable"  # external (url:) models only
+
+
+class ProgressPhase(enum.StrEnum):
+    """What a starting instance is busy with."""
+
+    PULL = "pull"  # downloading the image
+    CREATE = "create"  # creating the container
+    LOAD = "load"  # vLLM loading weights
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far a start has come; ``percent`` is None when nothing tells."""
+
+    phase: ProgressPhase
+    percent: float | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why an instance failed: the user-facing sentence, hint and evidence."""
+
+    message: str
+    hint: str = ""
+    exit_code: int | None = None
+    log_tail: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMetrics:
+    """Figures read from vLLM's ``/metrics``; None where the server did not report one."""
+
+    requests_running: float | None = None
+    requests_waiting: float | None = None
+    kv_cache_usage: float | None = None  # 0..1
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One model's state at one moment. Replaced, never mutated."""
+
+    key: str
+    name: str
+    served_name: str
+    aliases: tuple[str, ...] = ()
+    external: bool = False
+    port: int | None = None
+    url: str | None = None  # base URL the proxy and probes talk to
+    gpu_memory_utilization: float | None = None
+    state: InstanceState = InstanceState.STOPPED
+    progress: Progress | None = None
+    failure: Failure | None = None
+    container_id: str | None = None
+    started_at: float | None = None  # clock time it became ready
+    in_flight: int = 0
+    last_used: float | None = None
+    metrics: ModelMetrics | None = None
+    config_changed: bool = False  # runs with a spec that differs from the config
+    adopted: bool = False  # found running rather than started by us
+    note: str = ""  # last state-change reason, e.g. "stopped after 600 s idle"
+
+    @property
+    def busy(self) -> bool:
+        """True when requests are in flight."""
+        return self.in_flight > 0
+
+    @property
+    def running(self) -> bool:
+        """True when a container exists and is not on its way out."""
+        return self.state in (
+            InstanceState.STARTING,
+            InstanceState.READY,
+            InstanceState.UNHEALTHY,
+            InstanceState.SLEEPING,
+        )
