@@ -115,3 +115,9 @@ class DockerError(RyxError):
     """Any other error the Docker engine reported."""
 
     hint = "Run `docker info` to check the engine; the message above is Docker's own."
+
+
+class UnreachableError(RyxError):
+    """An external (``url:``) model's server does not answer."""
+
+    hint = "Start that server, or fix the model's `url:` in the config."

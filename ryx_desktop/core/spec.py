@@ -88,9 +88,7 @@ def _number(value: float) -> str:
     return format(value, "g")
 
 
-def build_spec(
-    key: str, config: Config, environ: Mapping[str, str] | None = None
-) -> ContainerSpec:
+def build_spec(key: str, config: Config, environ: Mapping[str, str] | None = None) -> ContainerSpec:
     """The container spec for managed model ``key``; ``environ`` supplies pass-through secrets."""
     model = config.models[key]
     if not isinstance(model, ModelConfig):

@@ -1,0 +1,631 @@
+"""The supervisor: one immutable ``Instance`` snapshot per model, and the commands that change them.
+
+It starts, stops and watches models through the ``ContainerRuntime`` and ``HealthProbe``
+protocols, on the asyncio loop it runs on, with an injectable ``Clock``. Docker is the source
+of truth: at ``open`` it adopts the containers that already run, and Docker events keep it in
+step with containers that other processes start or stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
+
+from ryx_desktop.config import Config, ModelConfig
+from ryx_desktop.core.errors import (
+    ContainerExitedError,
+    OutOfMemoryError,
+    RyxError,
+    StartTimeoutError,
+    UnknownModelError,
+    UnreachableError,
+)
+from ryx_desktop.core.planner import GpuClaim, gpus_of, plan_evictions
+from ryx_desktop.core.ports import (
+    Clock,
+    ContainerInfo,
+    ContainerRuntime,
+    ContainerStatus,
+    HealthProbe,
+    PullProgress,
+    RuntimeEvent,
+    RuntimeEventKind,
+)
+from ryx_desktop.core.progress import parse_load_progress
+from ryx_desktop.core.routing import resolve_model, served_name
+from ryx_desktop.core.spec import build_spec
+from ryx_desktop.core.states import Failure, Instance, InstanceState, Progress, ProgressPhase
+
+log = logging.getLogger(__name__)
+
+Observer = Callable[[Instance], None]
+
+OOM_EXIT_CODE = 137
+#: Exit codes of a container that was asked to stop (SIGTERM handled, or 128 + SIGTERM).
+_CLEAN_EXIT_CODES = frozenset({0, 143})
+_LOG_TAIL = 20
+
+
+@dataclasses.dataclass(eq=False)
+class _Slot:
+    """The supervisor's private bookkeeping for one model."""
+
+    instance: Instance
+    start_task: asyncio.Task[Instance] | None = None
+    monitor_task: asyncio.Task[None] | None = None
+    stopping: bool = False
+    oom: bool = False
+    failed_probes: int = 0
+    lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+    drained: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+
+class Supervisor:
+    """Owns the lifecycle of every configured model."""
+
+    def __init__(
+        self,
+        config: Config,
+        runtime: ContainerRuntime,
+        health: HealthProbe,
+        clock: Clock,
+        *,
+        environ: Mapping[str, str] | None = None,
+        gpu_indices: Sequence[int] = (0,),
+        probe_interval: float = 2.0,
+        unhealthy_after: int = 3,
+        drain_timeout: float = 30.0,
+    ) -> None:
+        self._config = config
+        self._runtime = runtime
+        self._health = health
+        self._clock = clock
+        self._environ = dict(environ or {})
+        self._gpu_indices = tuple(gpu_indices)
+        self._probe_interval = probe_interval
+        self._unhealthy_after = unhealthy_after
+        self._drain_timeout = drain_timeout
+        self._observers: list[Observer] = []
+        self._slots: dict[str, _Slot] = {key: self._new_slot(key) for key in config.models}
+        self._events_task: asyncio.Task[None] | None = None
+        self._watching = False
+
+    # ---- snapshots -------------------------------------------------------------------------
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    def instances(self) -> list[Instance]:
+        """Every model's snapshot, in config order."""
+        return [slot.instance for slot in self._slots.values()]
+
+    def get(self, name: str) -> Instance:
+        """The snapshot of the model called ``name`` (key, served name or alias)."""
+        return self._slots[self.resolve(name)].instance
+
+    def resolve(self, name: str) -> str:
+        """The key of the model called ``name``; UnknownModelError when there is none."""
+        key = resolve_model(self._config, name)
+        if key is None:
+            known = ", ".join(self._config.models) or "none"
+            raise UnknownModelError(f"no model is called {name!r} (configured: {known})")
+        return key
+
+    def subscribe(self, observer: Observer) -> Callable[[], None]:
+        """Call ``observer`` with each new snapshot; returns the function that unsubscribes."""
+        self._observers.append(observer)
+        return lambda: self._observers.remove(observer)
+
+    # ---- lifecycle of the supervisor itself ------------------------------------------------
+
+    async def open(self, *, watch: bool = True) -> None:
+        """Adopt the containers that run already; with ``watch``, follow events and probe."""
+        self._watching = watch
+        for info in await self._runtime.list_models():
+            if info.model_key in self._slots:
+                await self._adopt(info)
+        if watch:
+            self._events_task = asyncio.create_task(self._follow_events(), name="ryx-events")
+            for key, slot in self._slots.items():
+                if slot.instance.external:
+                    self._ensure_monitor(key)
+        else:
+            await self.refresh()
+
+    async def refresh(self) -> None:
+        """Probe every model once and update its state (used without ``watch``)."""
+        await asyncio.gather(*(self._probe_once(key) for key in self._slots))
+
+    async def close(self) -> None:
+        """Stop watching. Models keep running."""
+        tasks: list[asyncio.Task[Any]] = [t for t in (self._events_task,) if t is not None]
+        for slot in self._slots.values():
+            tasks += [t for t in (slot.start_task, slot.monitor_task) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._events_task = None
+
+    # ---- commands ---------------------------------------------------------------------------
+
+    async def ensure_ready(self, name: str) -> Instance:
+        """Return once the model is ready, starting it if needed; one shared start per model."""
+        key = self.resolve(name)
+        slot = self._slots[key]
+        inst = slot.instance
+        if inst.external:
+            return await self._ensure_external(key)
+        if inst.state in (InstanceState.READY, InstanceState.UNHEALTHY):
+            return inst
+        if slot.start_task is None or slot.start_task.done():
+            slot.start_task = asyncio.create_task(self._run_start(key), name=f"ryx-start-{key}")
+            slot.start_task.add_done_callback(_consume_exception)
+        return await asyncio.shield(slot.start_task)
+
+    start = ensure_ready
+
+    async def stop(self, name: str, *, reason: str = "") -> Instance:
+        """Drain the model's requests (bounded), then stop and remove its container."""
+        key = self.resolve(name)
+        slot = self._slots[key]
+        if slot.instance.external:
+            return slot.instance
+        async with slot.lock:
+            slot.stopping = True
+            try:
+                await self._stop_locked(key, reason)
+            finally:
+                slot.stopping = False
+        return slot.instance
+
+    async def restart(self, name: str) -> Instance:
+        """Stop the model, then start it again with the current config."""
+        await self.stop(name, reason="restarting")
+        return await self.ensure_ready(name)
+
+    async def stop_all(self) -> None:
+        """Stop every running model."""
+        await asyncio.gather(*(self.stop(k) for k, s in self._slots.items() if s.instance.running))
+
+    # ---- requests in flight -----------------------------------------------------------------
+
+    def request_started(self, key: str) -> None:
+        """A request for ``key`` is in flight: it delays stops and resets the idle timer."""
+        slot = self._slots[key]
+        slot.drained.clear()
+        self._set(key, in_flight=slot.instance.in_flight + 1, last_used=self._clock.now())
+
+    def request_finished(self, key: str) -> None:
+        """A request for ``key`` is done."""
+        slot = self._slots[key]
+        in_flight = max(0, slot.instance.in_flight - 1)
+        if in_flight == 0:
+            slot.drained.set()
+        self._set(key, in_flight=in_flight, last_used=self._clock.now())
+
+    @contextlib.asynccontextmanager
+    async def track_request(self, key: str) -> AsyncIterator[None]:
+        """Count a request as in flight for as long as the block runs."""
+        self.request_started(key)
+        try:
+            yield
+        finally:
+            self.request_finished(key)
+
+    # ---- internals: state --------------------------------------------------------------------
+
+    def _new_slot(self, key: str) -> _Slot:
+        model = self._config.models[key]
+        managed = isinstance(model, ModelConfig)
+        inst = Instance(
+            key=key,
+            name=model.display_name(key),
+            served_name=served_name(self._config, key),
+            aliases=tuple(model.aliases),
+            external=not managed,
+            port=model.port if isinstance(model, ModelConfig) else None,
+            url=f"http://127.0.0.1:{model.port}" if isinstance(model, ModelConfig) else model.url,
+            gpu_memory_utilization=(
+                model.gpu_memory_utilization if isinstance(model, ModelConfig) else None
+            ),
+            state=InstanceState.STOPPED if managed else InstanceState.UNREACHABLE,
+        )
+        slot = _Slot(instance=inst)
+        slot.drained.set()
+        return slot
+
+    def _set(self, key: str, **changes: Any) -> Instance:
+        slot = self._slots[key]
+        new = dataclasses.replace(slot.instance, **changes)
+        if new != slot.instance:
+            old_state = slot.instance.state
+            slot.instance = new
+            if new.state is not old_state:
+                log.info("%s: %s -> %s %s", key, old_state, new.state, new.note)
+            for observer in list(self._observers):
+                observer(new)
+        return new
+
+    def _fail(self, key: str, error: RyxError) -> None:
+        exit_code = getattr(error, "exit_code", None)
+        tail = tuple(getattr(error, "log_tail", ()))
+        failure = Failure(error.message, error.hint, exit_code, tail)
+        self._set(key, state=InstanceState.FAILED, failure=failure, progress=None, metrics=None)
+
+    # ---- internals: starting ----------------------------------------------------------------
+
+    async def _run_start(self, key: str) -> Instance:
+        model = self._config.models[key]
+        assert isinstance(model, ModelConfig)
+        async with self._slots[key].lock:
+            pass  # let a stop that is under way finish first
+        self._set(
+            key,
+            state=InstanceState.STARTING,
+            progress=Progress(ProgressPhase.CREATE),
+            failure=None,
+            note="",
+            adopted=False,
+            config_changed=False,
+        )
+        try:
+            await self._make_room(key)
+            spec = build_spec(key, self._config, self._environ)
+
+            def on_pull(p: PullProgress) -> None:
+                detail = f"pulling {p.image}: {p.layers_done}/{p.layers_total} layers"
+                self._set(key, progress=Progress(ProgressPhase.PULL, p.percent, detail))
+
+            await self._runtime.ensure_image(spec.image, on_pull)
+            self._set(key, progress=Progress(ProgressPhase.CREATE, None, "creating container"))
+            info = await self._runtime.start(spec)
+            self._set(key, container_id=info.id, progress=Progress(ProgressPhase.LOAD))
+            timeout = model.start_timeout or self._config.start_timeout
+            await self._wait_ready(key, info.id, timeout)
+        except RyxError as error:
+            self._fail(key, error)
+            raise
+        return self._slots[key].instance
+
+    async def _make_room(self, key: str) -> None:
+        target = self._claim(key)
+        claims = (self._claim(k) for k in self._slots if k != key)
+        others = [c for c in claims if c is not None]
+        if target is None:
+            return
+        for victim in plan_evictions(
+            target, others, self._config.gpu.policy, self._config.gpu.headroom
+        ):
+            await self.stop(victim, reason=f"stopped to make room for {key}")
+
+    def _claim(self, key: str) -> GpuClaim | None:
+        model = self._config.models[key]
+        if not isinstance(model, ModelConfig):
+            return None
+        inst = self._slots[key].instance
+        return GpuClaim(
+            key=key,
+            gpus=gpus_of(model.devices, self._gpu_indices),
+            share=model.gpu_memory_utilization,
+            state=inst.state,
+            in_flight=inst.in_flight,
+            last_used=inst.last_used,
+        )
+
+    async def _wait_ready(self, key: str, container_id: str, timeout: float) -> None:
+        """Probe until ready; follow the log for progress; fail on exit or timeout."""
+        slot = self._slots[key]
+        deadline = self._clock.now() + timeout
+        recent: deque[str] = deque(maxlen=_LOG_TAIL)
+        follower = asyncio.create_task(self._follow_progress(key, container_id, recent))
+        try:
+            while True:
+                info = await self._runtime.inspect(container_id)
+                if info is None or info.status is not ContainerStatus.RUNNING:
+                    raise await self._exit_error(key, container_id, info, recent)
+                result = await self._health.probe(slot.instance.url or "")
+                if result.serves(slot.instance.served_name):
+                    slot.failed_probes = 0
+                    self._set(
+                        key,
+                        state=InstanceState.READY,
+                        progress=None,
+                        started_at=self._clock.now(),
+                        last_used=slot.instance.last_used or self._clock.now(),
+                    )
+                    self._ensure_monitor(key)
+                    return
+                if self._clock.now() >= deadline:
+                    tail = await self._tail(container_id, recent)
+                    await self._runtime.stop(container_id, self._config.docker.stop_timeout)
+                    self._set(key, container_id=None)
+                    raise StartTimeoutError(
+                        f"{key} was not ready after {timeout:g} s",
+                        log_tail=tail,
+                    )
+                await self._clock.sleep(self._probe_interval)
+        finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await follower
+
+    async def _follow_progress(self, key: str, container_id: str, recent: deque[str]) -> None:
+        logs = self._runtime.follow_logs(container_id)
+        try:
+            async for line in logs:
+                recent.append(line)
+                parsed = parse_load_progress(line)
+                if parsed is not None and self._slots[key].instance.state is InstanceState.STARTING:
+                    percent, detail = parsed
+                    self._set(key, progress=Progress(ProgressPhase.LOAD, percent, detail))
+        finally:
+            aclose = getattr(logs, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def _tail(self, container_id: str, recent: deque[str]) -> tuple[str, ...]:
+        try:
+            lines = await self._runtime.logs(container_id, _LOG_TAIL)
+        except RyxError:
+            lines = []
+        return tuple(lines[-_LOG_TAIL:] or recent)
+
+    async def _exit_error(
+        self, key: str, container_id: str, info: ContainerInfo | None, recent: deque[str]
+    ) -> ContainerExitedError:
+        tail = await self._tail(container_id, recent)
+        self._set(key, container_id=None)
+        code = info.exit_code if info else None
+        if info is not None and (info.oom_killed or code == OOM_EXIT_CODE or self._slots[key].oom):
+            return OutOfMemoryError(
+                f"{key} ran out of memory and was killed (exit code {code})",
+                exit_code=code,
+                log_tail=tail,
+            )
+        what = f"exited with code {code}" if code is not None else "disappeared"
+        return ContainerExitedError(
+            f"{key}'s container {what} while loading", exit_code=code, log_tail=tail
+        )
+
+    # ---- internals: stopping ----------------------------------------------------------------
+
+    async def _stop_locked(self, key: str, reason: str) -> None:
+        slot = self._slots[key]
+        task = slot.start_task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RyxError):
+                await task
+        container_id = slot.instance.container_id
+        if container_id is None and slot.instance.state is InstanceState.STARTING:
+            # A start cancelled mid-way may have created the container before we learnt its id.
+            found = [c for c in await self._runtime.list_models() if c.model_key == key]
+            container_id = found[0].id if found else None
+        if container_id is None:
+            self._set(key, state=InstanceState.STOPPED, progress=None, note=reason)
+            return
+        self._set(key, state=InstanceState.STOPPING, progress=None)
+        await self._wait_drained(slot)
+        if slot.monitor_task is not None:
+            slot.monitor_task.cancel()
+            slot.monitor_task = None
+        if container_id is not None:
+            await self._runtime.stop(container_id, self._config.docker.stop_timeout)
+        self._set(
+            key,
+            state=InstanceState.STOPPED,
+            container_id=None,
+            started_at=None,
+            metrics=None,
+            failure=None,
+            config_changed=False,
+            adopted=False,
+            note=reason,
+        )
+
+    async def _wait_drained(self, slot: _Slot) -> None:
+        if slot.drained.is_set():
+            return
+        waiter = asyncio.create_task(slot.drained.wait())
+        timer = asyncio.create_task(self._clock.sleep(self._drain_timeout))
+        await asyncio.wait({waiter, timer}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        timer.cancel()
+
+    # ---- internals: adoption, events, monitoring --------------------------------------------
+
+    async def _adopt(self, info: ContainerInfo) -> None:
+        key = info.model_key
+        model = self._config.models[key]
+        if not isinstance(model, ModelConfig):
+            return
+        if info.status is ContainerStatus.RUNNING:
+            expected = build_spec(key, self._config, self._environ).spec_hash
+            changed = info.spec_hash is not None and info.spec_hash != expected
+            self._set(
+                key,
+                state=InstanceState.STARTING,
+                container_id=info.id,
+                adopted=True,
+                config_changed=changed,
+                progress=Progress(ProgressPhase.LOAD),
+                note="config changed, restart to apply" if changed else "",
+            )
+            if self._watching:
+                self._start_adopted(key, info.id)
+        elif info.exit_code not in _CLEAN_EXIT_CODES and info.status is ContainerStatus.EXITED:
+            tail = await self._tail(info.id, deque())
+            error: ContainerExitedError
+            if info.oom_killed or info.exit_code == OOM_EXIT_CODE:
+                error = OutOfMemoryError(
+                    f"{key} ran out of memory and was killed (exit code {info.exit_code})",
+                    exit_code=info.exit_code,
+                    log_tail=tail,
+                )
+            else:
+                error = ContainerExitedError(
+                    f"{key}'s container exited with code {info.exit_code}",
+                    exit_code=info.exit_code,
+                    log_tail=tail,
+                )
+            self._fail(key, error)
+            self._set(key, container_id=info.id)
+
+    def _start_adopted(self, key: str, container_id: str) -> None:
+        slot = self._slots[key]
+        model = self._config.models[key]
+        assert isinstance(model, ModelConfig)
+        timeout = model.start_timeout or self._config.start_timeout
+
+        async def wait() -> Instance:
+            try:
+                await self._wait_ready(key, container_id, timeout)
+            except RyxError as error:
+                self._fail(key, error)
+                raise
+            return self._slots[key].instance
+
+        slot.start_task = asyncio.create_task(wait(), name=f"ryx-adopt-{key}")
+        slot.start_task.add_done_callback(_consume_exception)
+
+    async def _follow_events(self) -> None:
+        async for event in self._runtime.events():
+            try:
+                await self._on_event(event)
+            except RyxError as error:
+                log.warning("while handling %s: %s", event, error)
+
+    async def _on_event(self, event: RuntimeEvent) -> None:
+        slot = self._slots.get(event.model_key)
+        if slot is None:
+            return
+        key = event.model_key
+        ours = slot.instance.container_id == event.container_id
+        busy = slot.stopping or (slot.start_task is not None and not slot.start_task.done())
+        if event.kind is RuntimeEventKind.OOM and ours:
+            slot.oom = True
+        elif event.kind is RuntimeEventKind.START and not ours and not busy:
+            # Started by someone else (the CLI, compose): adopt it.
+            info = await self._runtime.inspect(event.container_id)
+            if info is not None and info.status is ContainerStatus.RUNNING:
+                slot.oom = False
+                await self._adopt(info)
+        elif event.kind is RuntimeEventKind.DIE and ours and not busy:
+            await self._on_died(key, event)
+        elif event.kind is RuntimeEventKind.DESTROY and ours and not busy:
+            self._stopped_elsewhere(key, "stopped outside ryx-desktop")
+
+    async def _on_died(self, key: str, event: RuntimeEvent) -> None:
+        slot = self._slots[key]
+        if slot.monitor_task is not None:
+            slot.monitor_task.cancel()
+            slot.monitor_task = None
+        code = event.exit_code
+        if code in _CLEAN_EXIT_CODES and not slot.oom:
+            self._stopped_elsewhere(key, "stopped outside ryx-desktop")
+            return
+        tail = await self._tail(event.container_id, deque())
+        error: ContainerExitedError
+        if slot.oom or code == OOM_EXIT_CODE:
+            error = OutOfMemoryError(
+                f"{key} ran out of memory and was killed (exit code {code})",
+                exit_code=code,
+                log_tail=tail,
+            )
+        else:
+            error = ContainerExitedError(
+                f"{key}'s container exited with code {code}", exit_code=code, log_tail=tail
+            )
+        self._fail(key, error)
+
+    def _stopped_elsewhere(self, key: str, note: str) -> None:
+        slot = self._slots[key]
+        if slot.monitor_task is not None:
+            slot.monitor_task.cancel()
+            slot.monitor_task = None
+        self._set(
+            key,
+            state=InstanceState.STOPPED,
+            container_id=None,
+            started_at=None,
+            metrics=None,
+            progress=None,
+            note=note,
+        )
+
+    def _ensure_monitor(self, key: str) -> None:
+        slot = self._slots[key]
+        if not self._watching or (slot.monitor_task is not None and not slot.monitor_task.done()):
+            return
+        slot.monitor_task = asyncio.create_task(self._monitor(key), name=f"ryx-monitor-{key}")
+
+    async def _monitor(self, key: str) -> None:
+        """While the model runs: probe health and metrics, enforce the idle TTL."""
+        while True:
+            await self._probe_once(key)
+            if await self._idle_expired(key):
+                return
+            await self._clock.sleep(self._probe_interval)
+
+    async def _probe_once(self, key: str) -> None:
+        slot = self._slots[key]
+        inst = slot.instance
+        if inst.external:
+            result = await self._health.probe(inst.url or "")
+            ok = result.reachable and (result.healthy or bool(result.served_names))
+            state = InstanceState.READY if ok else InstanceState.UNREACHABLE
+            self._set(key, state=state, note="" if ok else result.error)
+            return
+        if inst.state not in (InstanceState.READY, InstanceState.UNHEALTHY, InstanceState.STARTING):
+            return
+        if inst.state is InstanceState.STARTING and slot.start_task is not None:
+            return  # the start's own loop decides
+        result = await self._health.probe(inst.url or "")
+        if result.serves(inst.served_name):
+            slot.failed_probes = 0
+            metrics = await self._health.metrics(inst.url or "")
+            changes: dict[str, Any] = {"state": InstanceState.READY, "metrics": metrics}
+            if inst.state is not InstanceState.READY:
+                changes.update(progress=None, started_at=inst.started_at or self._clock.now())
+            self._set(key, **changes)
+            return
+        slot.failed_probes += 1
+        if inst.state is InstanceState.READY and slot.failed_probes >= self._unhealthy_after:
+            self._set(key, state=InstanceState.UNHEALTHY, note=result.error)
+
+    async def _idle_expired(self, key: str) -> bool:
+        model = self._config.models[key]
+        if not isinstance(model, ModelConfig):
+            return False
+        ttl = model.idle_ttl or self._config.idle_ttl
+        inst = self._slots[key].instance
+        if ttl is None or inst.in_flight or inst.state is not InstanceState.READY:
+            return False
+        since = inst.last_used if inst.last_used is not None else inst.started_at
+        if since is None or self._clock.now() - since < ttl:
+            return False
+        self._slots[key].monitor_task = None  # this task ends here; stop must not cancel it
+        await self.stop(key, reason=f"stopped after {ttl:g} s idle")
+        return True
+
+    async def _ensure_external(self, key: str) -> Instance:
+        await self._probe_once(key)
+        inst = self._slots[key].instance
+        if inst.state is not InstanceState.READY:
+            raise UnreachableError(
+                f"{key} at {inst.url} is unreachable: {inst.note or 'no answer'}"
+            )
+        return inst
+
+
+def _consume_exception(task: asyncio.Task[Instance]) -> None:
+    if not task.cancelled():
+        task.exception()

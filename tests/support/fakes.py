@@ -1,0 +1,223 @@
+"""In-memory stand-ins for the runtime, the health probe and the clock, for core unit tests.
+
+They implement the Protocols of ``ryx_desktop.core.ports`` with the same observable behaviour as
+the real adapters (which are tested against the real engine), but no I/O and virtual time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+
+from ryx_desktop.core.errors import ImageMissingError, PortInUseError
+from ryx_desktop.core.ports import (
+    ContainerInfo,
+    ContainerStatus,
+    ProbeResult,
+    PullProgress,
+    RuntimeEvent,
+    RuntimeEventKind,
+)
+from ryx_desktop.core.spec import ContainerSpec
+from ryx_desktop.core.states import ModelMetrics
+
+
+async def settle(rounds: int = 50) -> None:
+    """Let every task that is ready to run do so (no wall-clock time passes)."""
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
+class VirtualClock:
+    """A clock whose time only moves when a test calls ``advance``."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self._now = start
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    def now(self) -> float:
+        return self._now
+
+    async def sleep(self, seconds: float) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self._now + max(0.0, seconds), next(self._seq), future))
+        await future
+
+    async def advance(self, seconds: float) -> None:
+        """Move time forward, waking sleepers in deadline order and letting them run."""
+        target = self._now + seconds
+        await settle()
+        while self._sleepers and self._sleepers[0][0] <= target:
+            deadline, _, future = heapq.heappop(self._sleepers)
+            self._now = max(self._now, deadline)
+            if not future.done():
+                future.set_result(None)
+            await settle()
+        self._now = target
+        await settle()
+
+
+@dataclass
+class FakeContainer:
+    info: ContainerInfo
+    spec: ContainerSpec | None
+    served_name: str
+    serving: bool = False
+    log_lines: list[str] = field(default_factory=list)
+
+
+class FakeRuntime:
+    """Containers in a dict. ``on_start`` decides what a new container does."""
+
+    LOAD_LINES = (
+        "INFO 11-26 17:05:38 api_server.py:585] vLLM API server version 0.6.4.post1",
+        "Loading safetensors checkpoint shards:   0% Completed | 0/2 [00:00<?, ?it/s]",
+        "Loading safetensors checkpoint shards:  50% Completed | 1/2 [00:01<00:01,  1.00it/s]",
+        "Loading safetensors checkpoint shards: 100% Completed | 2/2 [00:02<00:00,  1.00it/s]",
+        "INFO:     Application startup complete.",
+    )
+
+    def __init__(self) -> None:
+        self.containers: dict[str, FakeContainer] = {}
+        self.calls: list[tuple[str, str]] = []  # (verb, key)
+        self.behaviour: dict[str, str] = {}  # key -> "ok" | "slow" | "crash" | "oom" | "port"
+        self.missing_images: set[str] = set()
+        self._ids = itertools.count(1)
+        self._events: asyncio.Queue[RuntimeEvent] = asyncio.Queue()
+        self._log_waiters: dict[str, asyncio.Event] = {}
+
+    # -- helpers for tests --
+    def by_key(self, key: str) -> FakeContainer | None:
+        for c in self.containers.values():
+            if c.info.model_key == key:
+                return c
+        return None
+
+    def add_running(
+        self, key: str, port: int, served_name: str, *, spec_hash: str | None, managed: bool = True
+    ) -> str:
+        """A container that already runs, as if started before the app (or by compose)."""
+        cid = f"c{next(self._ids)}"
+        info = ContainerInfo(
+            id=cid,
+            name=f"ryx-vllm-{key}",
+            model_key=key,
+            status=ContainerStatus.RUNNING,
+            spec_hash=spec_hash,
+            host_port=port,
+            managed=managed,
+        )
+        self.containers[cid] = FakeContainer(info, None, served_name, serving=True)
+        return cid
+
+    def emit(self, event: RuntimeEvent) -> None:
+        self._events.put_nowait(event)
+
+    def exit(self, cid: str, code: int, *, oom: bool = False) -> None:
+        """The container's process ends (crash, OOM kill, or outside stop)."""
+        c = self.containers[cid]
+        c.serving = False
+        c.info = replace(c.info, status=ContainerStatus.EXITED, exit_code=code, oom_killed=oom)
+        self.emit(RuntimeEvent(RuntimeEventKind.DIE, cid, c.info.model_key, code))
+
+    # -- ContainerRuntime --
+    async def list_models(self) -> list[ContainerInfo]:
+        return [c.info for c in self.containers.values()]
+
+    async def ensure_image(
+        self, image: str, on_progress: Callable[[PullProgress], None] | None = None
+    ) -> None:
+        self.calls.append(("ensure_image", image))
+        if image in self.missing_images:
+            raise ImageMissingError(f"image {image} is not available and could not be pulled")
+
+    async def start(self, spec: ContainerSpec) -> ContainerInfo:
+        self.calls.append(("start", spec.key))
+        behaviour = self.behaviour.get(spec.key, "ok")
+        if behaviour == "port":
+            raise PortInUseError(f"port {spec.host_port} is already in use")
+        await asyncio.sleep(0)
+        cid = f"c{next(self._ids)}"
+        info = ContainerInfo(
+            id=cid,
+            name=spec.name,
+            model_key=spec.key,
+            status=ContainerStatus.RUNNING,
+            spec_hash=spec.spec_hash,
+            host_port=spec.host_port,
+        )
+        args = spec.command
+        flag = "--served-model-name"
+        served = args[args.index(flag) + 1] if flag in args else args[1]
+        container = FakeContainer(info, spec, served, log_lines=list(self.LOAD_LINES))
+        self.containers[cid] = container
+        if behaviour == "ok":
+            container.serving = True
+        elif behaviour == "crash":
+            container.log_lines.append("RuntimeError: CUDA error: an illegal memory access")
+            container.info = replace(info, status=ContainerStatus.EXITED, exit_code=1)
+        elif behaviour == "oom":
+            container.info = replace(info, status=ContainerStatus.EXITED, exit_code=137)
+        return container.info
+
+    async def inspect(self, container_id: str) -> ContainerInfo | None:
+        c = self.containers.get(container_id)
+        return c.info if c else None
+
+    async def stop(self, container_id: str, timeout: float) -> None:
+        c = self.containers.pop(container_id, None)
+        if c is not None:
+            self.calls.append(("stop", c.info.model_key))
+
+    async def remove(self, container_id: str) -> None:
+        self.containers.pop(container_id, None)
+
+    async def logs(self, container_id: str, tail: int) -> list[str]:
+        c = self.containers.get(container_id)
+        return list(c.log_lines[-tail:]) if c else []
+
+    async def follow_logs(self, container_id: str, tail: int = 0) -> AsyncIterator[str]:
+        c = self.containers.get(container_id)
+        for line in list(c.log_lines) if c else []:
+            await asyncio.sleep(0)
+            yield line
+
+    async def events(self) -> AsyncIterator[RuntimeEvent]:
+        while True:
+            yield await self._events.get()
+
+    async def close(self) -> None:
+        return None
+
+
+class FakeHealth:
+    """Answers probes from what the fake runtime's containers are doing."""
+
+    def __init__(self, runtime: FakeRuntime) -> None:
+        self.runtime = runtime
+        self.external_up: set[str] = set()
+        self.probes = 0
+
+    async def probe(self, base_url: str) -> ProbeResult:
+        self.probes += 1
+        if base_url in self.external_up:
+            return ProbeResult(reachable=True, healthy=True, served_names=("remote",))
+        port = int(base_url.rsplit(":", 1)[1])
+        names = tuple(
+            c.served_name
+            for c in self.runtime.containers.values()
+            if c.serving and c.info.status is ContainerStatus.RUNNING and c.info.host_port == port
+        )
+        if names:
+            return ProbeResult(reachable=True, healthy=True, served_names=names)
+        return ProbeResult(reachable=False, healthy=False, error="connection refused")
+
+    async def metrics(self, base_url: str) -> ModelMetrics | None:
+        return ModelMetrics(requests_running=0.0, requests_waiting=0.0, kv_cache_usage=0.1)
+
+    async def close(self) -> None:
+        return None
