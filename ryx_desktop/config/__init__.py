@@ -1,6 +1,6 @@
 """Config: the typed models of what to run, and loading, checking and saving them."""
 
-from ryx_desktop.config._schema import (
+from ryx_desktop.config._schema import (  # noqa: I001  (the schema first: core.spec imports it)
     AnyModelConfig,
     Config,
     DockerConfig,
@@ -10,14 +10,28 @@ from ryx_desktop.config._schema import (
     ProxyConfig,
     is_loopback,
 )
+from ryx_desktop.config._compose import export_compose, import_compose
+from ryx_desktop.config._defaults import default_config
+from ryx_desktop.config._loader import ConfigFileError, load_config, parse_config
+from ryx_desktop.config._paths import config_path
+from ryx_desktop.config._save import dump_config, save_config
 
 __all__ = [
     "AnyModelConfig",
     "Config",
+    "ConfigFileError",
     "DockerConfig",
     "ExternalModelConfig",
     "GpuConfig",
     "ModelConfig",
     "ProxyConfig",
+    "config_path",
+    "default_config",
+    "dump_config",
+    "export_compose",
+    "import_compose",
     "is_loopback",
+    "load_config",
+    "parse_config",
+    "save_config",
 ]

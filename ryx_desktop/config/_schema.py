@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -32,6 +35,68 @@ CONTAINER_FIELDS = (
 )
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+#: A model key becomes the container name ``ryx-vllm-<key>``, so it follows Docker's name rules.
+KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+#: GPU selection belongs in ``devices``; setting these in ``env`` would fight it.
+GPU_ENV_NAMES = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES")
+
+#: vLLM flags built from settings (see core/spec.py ``vllm_args``); extra_args may not repeat them.
+OWN_FLAGS = {
+    "--model": "model",
+    "--served-model-name": "served_name",
+    "--host": None,
+    "--port": "port",
+    "--gpu-memory-utilization": "gpu_memory_utilization",
+    "--max-model-len": "max_model_len",
+    "--enable-sleep-mode": "sleep_mode",
+}
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with the config, at ``loc`` relative to the model that found it.
+
+    ``at_key`` points the position at the key itself (``port:``) rather than at its value.
+    """
+
+    loc: Loc
+    message: str
+    at_key: bool = False
+
+
+class ConfigProblems(ValueError):
+    """A validator's findings with their locations; the loader turns them into file positions."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(_describe_problem(p) for p in self.problems))
+
+
+def _describe_problem(problem: Problem) -> str:
+    where = dotted(problem.loc)
+    return f"{where}: {problem.message}" if where else problem.message
+
+
+def dotted(loc: Sequence[str | int]) -> str:
+    """``('models', 'a', 'aliases', 0)`` as ``models.a.aliases[0]``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _stringify_scalars(value: Any) -> Any:
+    """YAML reads ``2`` and ``0.5`` as numbers; command-line args and env values are text."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
 
 
 def is_loopback(host: str) -> bool:
@@ -65,8 +130,14 @@ class ProxyConfig(_Strict):
     @model_validator(mode="after")
     def _key_when_exposed(self) -> ProxyConfig:
         if not is_loopback(self.host) and not self.api_key:
-            raise ValueError(
-                f"proxy.host {self.host!r} is not a loopback address, so proxy.api_key is required"
+            raise ConfigProblems(
+                [
+                    Problem(
+                        ("host",),
+                        f"{self.host!r} is not a loopback address, so proxy.api_key is required "
+                        "(anyone who can reach this machine could use your models)",
+                    )
+                ]
             )
         return self
 
@@ -127,6 +198,70 @@ class ModelConfig(_Strict):
     def display_name(self, key: str) -> str:
         return self.name or key
 
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _devices(cls, value: Any) -> Any:
+        if value in ("all", "none"):
+            return value
+        if isinstance(value, list | tuple) and all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value
+        ):
+            seen: set[int] = set()
+            for index in value:
+                if index in seen:
+                    raise ValueError(f"GPU {index} is listed twice in devices")
+                seen.add(index)
+            return tuple(value)
+        raise ValueError(
+            f"devices must be all, none or a list of GPU indexes like [0, 1], got {value!r}"
+        )
+
+    @field_validator("aliases", mode="before")
+    @classmethod
+    def _one_alias(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("extra_args", mode="before")
+    @classmethod
+    def _args_as_text(cls, value: Any) -> Any:
+        if not isinstance(value, list | tuple):
+            return value
+        args = tuple(_stringify_scalars(v) for v in value)
+        for index, arg in enumerate(args):
+            if not isinstance(arg, str):
+                continue
+            flag = arg.partition("=")[0].replace("_", "-")
+            if flag in OWN_FLAGS:
+                setting = OWN_FLAGS[flag]
+                instead = f"use the `{setting}:` setting" if setting else "it is always 0.0.0.0"
+                raise ConfigProblems(
+                    [
+                        Problem(
+                            (index,),
+                            f"{flag} cannot be an extra arg: ryx-desktop sets it ({instead})",
+                        )
+                    ]
+                )
+        return args
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_as_text(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for name in GPU_ENV_NAMES:
+                if name in value:
+                    raise ConfigProblems(
+                        [
+                            Problem(
+                                (name,),
+                                f"set the GPUs with `devices:` instead of {name} in env",
+                                at_key=True,
+                            )
+                        ]
+                    )
+            return {k: _stringify_scalars(v) for k, v in value.items()}
+        return value
+
 
 class ExternalModelConfig(_Strict):
     """An OpenAI-compatible server that already runs somewhere: proxied, never started."""
@@ -155,11 +290,22 @@ class ExternalModelConfig(_Strict):
         if isinstance(data, dict):
             clash = [f for f in CONTAINER_FIELDS if f in data]
             if clash:
-                raise ValueError(
-                    "a `url:` model is an external server that is never started, "
-                    f"so it cannot also set {', '.join(clash)}"
+                raise ConfigProblems(
+                    [
+                        Problem(
+                            (clash[0],),
+                            "a `url:` model is an external server that is never started, "
+                            f"so it cannot also set {', '.join(clash)}",
+                            at_key=True,
+                        )
+                    ]
                 )
         return data
+
+    @field_validator("aliases", mode="before")
+    @classmethod
+    def _one_alias(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
 
     @field_validator("url")
     @classmethod
@@ -191,3 +337,92 @@ class Config(_Strict):
     start_timeout: float = Field(900.0, gt=0)
     default_model: str | None = None
     models: dict[str, AnyModelConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        problems = [*_check_keys(self), *_check_ports(self), *_check_names(self)]
+        problems += _check_default(self)
+        if problems:
+            raise ConfigProblems(problems)
+        return self
+
+
+def _check_keys(config: Config) -> list[Problem]:
+    return [
+        Problem(
+            ("models", key),
+            f"model key {key!r} must start with a letter or digit and contain only "
+            "letters, digits, '-', '_' and '.' (it becomes the container name)",
+            at_key=True,
+        )
+        for key in config.models
+        if not KEY_PATTERN.fullmatch(key)
+    ]
+
+
+def _check_ports(config: Config) -> list[Problem]:
+    problems = []
+    owners: dict[int, str] = {}
+    for key, model in config.models.items():
+        if not isinstance(model, ModelConfig):
+            continue
+        loc = ("models", key, "port")
+        if model.port == config.proxy.port:
+            problems.append(Problem(loc, f"port {model.port} is already used by the proxy"))
+        elif model.port in owners:
+            problems.append(
+                Problem(loc, f"port {model.port} is already used by model {owners[model.port]!r}")
+            )
+        else:
+            owners[model.port] = key
+    return problems
+
+
+def _served_name_field(model: ModelConfig | ExternalModelConfig) -> str:
+    """The field the effective served name comes from, for pointing at it."""
+    if model.served_name:
+        return "served_name"
+    if isinstance(model, ModelConfig):
+        return "model"
+    return "name" if model.name else "url"
+
+
+def _check_names(config: Config) -> list[Problem]:
+    """Keys, served names and aliases route requests, so each must lead to one model."""
+    problems = []
+    owners: dict[str, tuple[str, str]] = {key: (key, "key") for key in config.models}
+    for key, model in config.models.items():
+        names: list[tuple[Loc, str, str]] = [
+            (
+                ("models", key, _served_name_field(model)),
+                model.effective_served_name,
+                "served name",
+            )
+        ]
+        names += [
+            (("models", key, "aliases", i), alias, "alias") for i, alias in enumerate(model.aliases)
+        ]
+        for loc, name, what in names:
+            owner, owner_what = owners.setdefault(name, (key, what))
+            if owner == key:
+                continue
+            detail = "the key of" if owner_what == "key" else f"already the {owner_what} of"
+            hint = " (set served_name to tell them apart)" if loc[-1] == "model" else ""
+            problems.append(Problem(loc, f"{what} {name!r} is {detail} model {owner!r}{hint}"))
+    return problems
+
+
+def _check_default(config: Config) -> list[Problem]:
+    wanted = config.default_model
+    if wanted is None or wanted in config.models:
+        return []
+    for model in config.models.values():
+        if wanted == model.effective_served_name or wanted in model.aliases:
+            return []
+    known = ", ".join(config.models) or "none are configured"
+    return [
+        Problem(
+            ("default_model",),
+            f"{wanted!r} is not the key, served name or alias of any model (models: {known})",
+        )
+    ]

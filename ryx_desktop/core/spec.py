@@ -85,7 +85,7 @@ def vllm_args(model: ModelConfig) -> tuple[str, ...]:
 
 
 def _number(value: float) -> str:
-    return format(value, "g")
+    return repr(value)  # shortest text that reads back as the same float
 
 
 def build_spec(key: str, config: Config, environ: Mapping[str, str] | None = None) -> ContainerSpec:

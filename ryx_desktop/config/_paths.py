@@ -1,0 +1,25 @@
+"""Where the config file lives: ``--config``, then ``RYX_CONFIG``, then the user config dir."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import platformdirs
+
+APP_NAME = "ryx-desktop"
+ENV_VAR = "RYX_CONFIG"
+FILE_NAME = "config.yaml"
+
+
+def config_path(cli_path: str | None, environ: Mapping[str, str]) -> Path:
+    """The config file to use: ``cli_path`` wins, then ``$RYX_CONFIG``, then the platform default.
+
+    The default is ``~/.config/ryx-desktop/config.yaml`` on Linux.
+    """
+    if cli_path:
+        return Path(cli_path).expanduser()
+    from_env = environ.get(ENV_VAR)
+    if from_env:
+        return Path(from_env).expanduser()
+    return platformdirs.user_config_path(APP_NAME, appauthor=False) / FILE_NAME
