@@ -166,8 +166,12 @@ class Supervisor:
         if inst.state in (InstanceState.READY, InstanceState.UNHEALTHY):
             return inst
         if slot.start_task is None or slot.start_task.done():
-            slot.start_task = asyncio.create_task(self._run_start(key), name=f"ryx-start-{key}")
-            slot.start_task.add_done_callback(_consume_exception)
+            if inst.state is InstanceState.STARTING and inst.container_id is not None:
+                self._start_adopted(key, inst.container_id)  # loading already: wait for it
+            else:
+                slot.start_task = asyncio.create_task(self._run_start(key), name=f"ryx-start-{key}")
+                slot.start_task.add_done_callback(_consume_exception)
+        assert slot.start_task is not None
         return await asyncio.shield(slot.start_task)
 
     start = ensure_ready
@@ -270,7 +274,7 @@ class Supervisor:
         self._set(
             key,
             state=InstanceState.STARTING,
-            progress=Progress(ProgressPhase.CREATE),
+            progress=None,
             failure=None,
             note="",
             adopted=False,
@@ -285,7 +289,7 @@ class Supervisor:
                 self._set(key, progress=Progress(ProgressPhase.PULL, p.percent, detail))
 
             await self._runtime.ensure_image(spec.image, on_pull)
-            self._set(key, progress=Progress(ProgressPhase.CREATE, None, "creating container"))
+            self._set(key, progress=Progress(ProgressPhase.CREATE))
             info = await self._runtime.start(spec)
             self._set(key, container_id=info.id, progress=Progress(ProgressPhase.LOAD))
             timeout = model.start_timeout or self._config.start_timeout

@@ -1,0 +1,73 @@
+"""Composition root: builds the engine (Docker runtime, health probe, supervisor) from a Config.
+
+The only module that knows every layer. The CLI uses it today; ``serve`` and the tray app
+build on the same ``Engine`` so they behave alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
+
+from ryx_desktop.adapters.docker_runtime import DockerRuntime
+from ryx_desktop.adapters.health import HttpHealthProbe
+from ryx_desktop.config import Config
+from ryx_desktop.core.clock import MonotonicClock
+from ryx_desktop.core.ports import Clock
+from ryx_desktop.core.supervisor import Supervisor
+
+
+@dataclass
+class Engine:
+    """The running parts that manage models, opened and closed together."""
+
+    config: Config
+    runtime: DockerRuntime
+    health: HttpHealthProbe
+    supervisor: Supervisor
+    watch: bool = True
+
+    async def __aenter__(self) -> Engine:
+        try:
+            await self.supervisor.open(watch=self.watch)
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop watching and release connections; models keep running."""
+        await self.supervisor.close()
+        await self.health.close()
+        await self.runtime.close()
+
+
+def build_engine(
+    config: Config,
+    environ: Mapping[str, str],
+    *,
+    watch: bool = True,
+    clock: Clock | None = None,
+    probe_interval: float = 2.0,
+) -> Engine:
+    """Wire the real adapters into a supervisor for ``config``."""
+    runtime = DockerRuntime(config.docker.host)
+    health = HttpHealthProbe()
+    supervisor = Supervisor(
+        config,
+        runtime,
+        health,
+        clock or MonotonicClock(),
+        environ=environ,
+        probe_interval=probe_interval,
+    )
+    return Engine(config, runtime, health, supervisor, watch=watch)

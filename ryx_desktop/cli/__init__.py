@@ -1,0 +1,113 @@
+"""The ``ryx-desktop`` command line: parse arguments, run one command, map errors to exit codes.
+
+Exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid config. A user-facing error is
+one line plus a hint on stderr, never a traceback (``RYX_DEBUG=1`` shows one for bug reports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from ryx_desktop import __version__
+from ryx_desktop.cli import _commands
+from ryx_desktop.core.errors import ConfigError, RyxError, UnknownModelError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="config file (default: $RYX_CONFIG, else the user config dir)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="ryx-desktop",
+        description="Run local LLMs with vLLM in Docker: start, stop, watch and switch models.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"ryx-desktop {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    status = sub.add_parser("status", parents=[common], help="every model's state, port and GPU")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    for verb, text in (
+        ("start", "start a model and wait until it is ready"),
+        ("stop", "stop a model and remove its container"),
+        ("restart", "stop a model, then start it with the current config"),
+    ):
+        cmd = sub.add_parser(verb, parents=[common], help=text)
+        cmd.add_argument("model", metavar="KEY", help="model key, served name or alias")
+
+    logs = sub.add_parser("logs", parents=[common], help="the model container's log")
+    logs.add_argument("model", metavar="KEY", help="model key, served name or alias")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.add_argument("-n", "--tail", type=int, default=200, help="lines to show (default 200)")
+
+    config = sub.add_parser("config", parents=[common], help="check, import and export the config")
+    config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    check = config_sub.add_parser("check", parents=[common], help="validate a config file")
+    check.add_argument("path", nargs="?", metavar="PATH", help="file to check (default: --config)")
+    imp = config_sub.add_parser(
+        "import-compose", parents=[common], help="turn a docker compose file into models"
+    )
+    imp.add_argument("file", metavar="FILE", help="compose file, e.g. model-router.yml")
+    imp.add_argument(
+        "--write", action="store_true", help="save into the config file instead of printing"
+    )
+    exp = config_sub.add_parser(
+        "export-compose", parents=[common], help="write the models out as a compose file"
+    )
+    exp.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_usage(sys.stderr)
+        print(
+            "ryx-desktop: the tray application is not part of this build yet.\n"
+            "hint: use `ryx-desktop status`, `start KEY`, `stop KEY`, `logs KEY` or `config`.",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        return asyncio.run(_commands.run(args, os.environ))
+    except KeyboardInterrupt:
+        return 130
+    except (ConfigError, UnknownModelError) as error:
+        _report(error)
+        return EXIT_USAGE
+    except RyxError as error:
+        _report(error)
+        return EXIT_FAILURE
+    except Exception as error:  # last resort: a bug, still no traceback for the user
+        if os.environ.get("RYX_DEBUG"):
+            traceback.print_exc()
+        print(f"ryx-desktop: internal error: {error!r}", file=sys.stderr)
+        print("hint: run again with RYX_DEBUG=1 and report the traceback.", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _report(error: RyxError) -> None:
+    problems = getattr(error, "errors", None) or [error.message]
+    for problem in problems:
+        print(f"ryx-desktop: {problem}", file=sys.stderr)
+    tail = getattr(error, "log_tail", ())
+    if tail:
+        print("last log lines:", file=sys.stderr)
+        for line in tail:
+            print(f"  | {line}", file=sys.stderr)
+    if error.hint:
+        print(f"hint: {error.hint}", file=sys.stderr)

@@ -1,0 +1,94 @@
+"""How the command line shows snapshots: the status table, JSON, and start progress."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any, TextIO
+
+from ryx_desktop.config import Config, ModelConfig
+from ryx_desktop.core.states import Instance, InstanceState, ProgressPhase
+
+_MARK = {
+    InstanceState.READY: "●",
+    InstanceState.STARTING: "◐",
+    InstanceState.UNHEALTHY: "▲",
+    InstanceState.FAILED: "✖",
+    InstanceState.UNREACHABLE: "✖",
+}
+
+
+def instance_json(inst: Instance) -> dict[str, Any]:
+    """A snapshot as plain JSON types (the ``status --json`` schema)."""
+    data = asdict(inst)
+    data["state"] = inst.state.value
+    data["aliases"] = list(inst.aliases)
+    if inst.progress is not None:
+        data["progress"]["phase"] = inst.progress.phase.value
+    if inst.failure is not None:
+        data["failure"]["log_tail"] = list(inst.failure.log_tail)
+    data["vram_used_bytes"] = None  # measured by the GPU probe of the desktop app
+    return data
+
+
+def status_table(instances: list[Instance], config: Config) -> str:
+    """A fixed-width table, one model a row, with failures spelled out below it."""
+    rows = [("MODEL", "STATE", "PORT", "GPU BUDGET", "SERVED AS", "NOTE")]
+    for inst in instances:
+        model = config.models[inst.key]
+        budget = _budget(model) if isinstance(model, ModelConfig) else "external"
+        state = f"{_MARK.get(inst.state, '○')} {inst.state.value}"
+        if inst.progress is not None and inst.progress.percent is not None:
+            state += f" {inst.progress.percent:.0f}%"
+        note = inst.note
+        if inst.failure is not None:
+            note = inst.failure.message
+        rows.append((inst.key, state, str(inst.port or "-"), budget, inst.served_name, note))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
+        for row in rows
+    ]
+    if config.default_model:
+        lines.append(f"selected: {config.default_model}")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _budget(model: ModelConfig) -> str:
+    if model.devices == "none" or not model.devices:
+        return "no GPU"
+    gpus = "all GPUs" if model.devices == "all" else "GPU " + ",".join(map(str, model.devices))
+    return f"{model.gpu_memory_utilization:.0%} of {gpus}"
+
+
+class ProgressPrinter:
+    """Prints one line per visible change while ``start`` waits, e.g. ``loading 50%``."""
+
+    def __init__(self, key: str, out: TextIO) -> None:
+        self._key = key
+        self._out = out
+        self._last: dict[str, str] = {}
+
+    def __call__(self, inst: Instance) -> None:
+        line = self._describe(inst)
+        if line and self._last.get(inst.key) != line:
+            self._last[inst.key] = line
+            self._out.write(line + "\n")
+            self._out.flush()
+
+    def _describe(self, inst: Instance) -> str:
+        if inst.key != self._key:  # other models matter only when they change state
+            note = f" ({inst.note})" if inst.note else ""
+            return f"{inst.key}: {inst.state.value}{note}"
+        if inst.state is InstanceState.STARTING and inst.progress is not None:
+            p = inst.progress
+            pct = f" {p.percent:.0f}%" if p.percent is not None else ""
+            detail = f" ({p.detail})" if p.detail else ""
+            return f"{inst.key}: {_PHASE[p.phase]}{pct}{detail}"
+        return f"{inst.key}: {inst.state.value}"
+
+
+_PHASE = {
+    ProgressPhase.PULL: "pulling image",
+    ProgressPhase.CREATE: "creating container",
+    ProgressPhase.LOAD: "loading",
+}
