@@ -98,6 +98,12 @@ def test_start_status_logs_stop(
     assert logs.returncode == 0
     assert "Application startup complete." in logs.stdout
 
+    old_id = rows["small"]["container_id"]
+    restarted = run("restart", "small")
+    assert restarted.returncode == 0, restarted.stderr
+    assert "small is ready" in restarted.stdout
+    assert docker_client.containers.get("ryx-vllm-small").id != old_id
+
     stopped = run("stop", "small")
     assert stopped.returncode == 0, stopped.stderr
     assert docker_client.containers.list(all=True, filters={"name": "ryx-vllm-"}) == []
