@@ -20,6 +20,8 @@ _MARK = {
 def instance_json(inst: Instance) -> dict[str, Any]:
     """A snapshot as plain JSON types (the ``status --json`` schema)."""
     data = asdict(inst)
+    # Times on this process's monotonic clock mean nothing to a reader of the JSON.
+    del data["started_at"], data["last_used"]
     data["state"] = inst.state.value
     data["aliases"] = list(inst.aliases)
     if inst.progress is not None:

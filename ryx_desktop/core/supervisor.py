@@ -387,17 +387,10 @@ class Supervisor:
     ) -> ContainerExitedError:
         tail = await self._tail(container_id, recent)
         self._set(key, container_id=None)
-        code = info.exit_code if info else None
-        if info is not None and (info.oom_killed or code == OOM_EXIT_CODE or self._slots[key].oom):
-            return OutOfMemoryError(
-                f"{key} ran out of memory and was killed (exit code {code})",
-                exit_code=code,
-                log_tail=tail,
-            )
-        what = f"exited with code {code}" if code is not None else "disappeared"
-        return ContainerExitedError(
-            f"{key}'s container {what} while loading", exit_code=code, log_tail=tail
-        )
+        if info is None:
+            return _exit_error(key, None, oom=False, tail=tail, while_loading=True)
+        oom = info.oom_killed or self._slots[key].oom
+        return _exit_error(key, info.exit_code, oom=oom, tail=tail, while_loading=True)
 
     # ---- internals: stopping ----------------------------------------------------------------
 
@@ -418,9 +411,7 @@ class Supervisor:
             return
         self._set(key, state=InstanceState.STOPPING, progress=None)
         await self._wait_drained(slot)
-        if slot.monitor_task is not None:
-            slot.monitor_task.cancel()
-            slot.monitor_task = None
+        _cancel_monitor(slot)
         if container_id is not None:
             await self._runtime.stop(container_id, self._config.docker.stop_timeout)
         self._set(
@@ -467,20 +458,7 @@ class Supervisor:
                 self._start_adopted(key, info.id)
         elif info.exit_code not in _CLEAN_EXIT_CODES and info.status is ContainerStatus.EXITED:
             tail = await self._tail(info.id, deque())
-            error: ContainerExitedError
-            if info.oom_killed or info.exit_code == OOM_EXIT_CODE:
-                error = OutOfMemoryError(
-                    f"{key} ran out of memory and was killed (exit code {info.exit_code})",
-                    exit_code=info.exit_code,
-                    log_tail=tail,
-                )
-            else:
-                error = ContainerExitedError(
-                    f"{key}'s container exited with code {info.exit_code}",
-                    exit_code=info.exit_code,
-                    log_tail=tail,
-                )
-            self._fail(key, error)
+            self._fail(key, _exit_error(key, info.exit_code, oom=info.oom_killed, tail=tail))
             self._set(key, container_id=info.id)
 
     def _start_adopted(self, key: str, container_id: str) -> None:
@@ -529,32 +507,16 @@ class Supervisor:
 
     async def _on_died(self, key: str, event: RuntimeEvent) -> None:
         slot = self._slots[key]
-        if slot.monitor_task is not None:
-            slot.monitor_task.cancel()
-            slot.monitor_task = None
+        _cancel_monitor(slot)
         code = event.exit_code
         if code in _CLEAN_EXIT_CODES and not slot.oom:
             self._stopped_elsewhere(key, "stopped outside ryx-desktop")
             return
         tail = await self._tail(event.container_id, deque())
-        error: ContainerExitedError
-        if slot.oom or code == OOM_EXIT_CODE:
-            error = OutOfMemoryError(
-                f"{key} ran out of memory and was killed (exit code {code})",
-                exit_code=code,
-                log_tail=tail,
-            )
-        else:
-            error = ContainerExitedError(
-                f"{key}'s container exited with code {code}", exit_code=code, log_tail=tail
-            )
-        self._fail(key, error)
+        self._fail(key, _exit_error(key, code, oom=slot.oom, tail=tail))
 
     def _stopped_elsewhere(self, key: str, note: str) -> None:
-        slot = self._slots[key]
-        if slot.monitor_task is not None:
-            slot.monitor_task.cancel()
-            slot.monitor_task = None
+        _cancel_monitor(self._slots[key])
         self._set(
             key,
             state=InstanceState.STOPPED,
@@ -633,3 +595,24 @@ class Supervisor:
 def _consume_exception(task: asyncio.Task[Instance]) -> None:
     if not task.cancelled():
         task.exception()
+
+
+def _cancel_monitor(slot: _Slot) -> None:
+    if slot.monitor_task is not None:
+        slot.monitor_task.cancel()
+        slot.monitor_task = None
+
+
+def _exit_error(
+    key: str, code: int | None, *, oom: bool, tail: tuple[str, ...], while_loading: bool = False
+) -> ContainerExitedError:
+    """The error for a container that ended on its own: out of memory, or exited."""
+    if oom or code == OOM_EXIT_CODE:
+        return OutOfMemoryError(
+            f"{key} ran out of memory and was killed (exit code {code})",
+            exit_code=code,
+            log_tail=tail,
+        )
+    what = f"exited with code {code}" if code is not None else "disappeared"
+    when = " while loading" if while_loading else ""
+    return ContainerExitedError(f"{key}'s container {what}{when}", exit_code=code, log_tail=tail)

@@ -28,7 +28,7 @@ from ryx_desktop.core.errors import (
     OutOfMemoryError,
     PortInUseError,
 )
-from ryx_desktop.core.ports import Clock, ContainerInfo
+from ryx_desktop.core.ports import Clock, ContainerInfo, ProbeResult
 from ryx_desktop.core.spec import ContainerSpec
 from ryx_desktop.core.states import Instance, InstanceState, ProgressPhase
 from ryx_desktop.core.supervisor import Supervisor
@@ -52,6 +52,16 @@ class GpuFakingRuntime(DockerRuntime):
         return await super().start(dataclasses.replace(spec, devices="none"))
 
 
+class CountingProbe(HttpHealthProbe):
+    """The real probe, counting its rounds so a test can wait for the next one."""
+
+    probes = 0
+
+    async def probe(self, base_url: str) -> ProbeResult:
+        self.probes += 1
+        return await super().probe(base_url)
+
+
 class OffsetClock(MonotonicClock):
     """Real time that a test can jump forward, for TTLs measured in minutes."""
 
@@ -71,7 +81,7 @@ async def supervisor() -> AsyncIterator[Make]:
 
     def make(config: Config, *, clock: Clock | None = None, **kw: Any) -> Supervisor:
         runtime = GpuFakingRuntime(config.docker.host)
-        health = HttpHealthProbe()
+        health = CountingProbe()
         sup = Supervisor(
             config,
             runtime,
@@ -374,9 +384,12 @@ async def test_idle_ttl_stops_an_idle_model(
     sup = supervisor(config, clock=clock)
     await sup.open()
     await sup.ensure_ready("small")
+    health = sup._health
+    assert isinstance(health, CountingProbe)
     async with sup.track_request("small"):
         clock.offset += 601  # a long request does not count as idle
-        await wait_for(lambda: sup.get("small").metrics is not None, "a probe round")
+        rounds = health.probes
+        await wait_for(lambda: health.probes >= rounds + 2, "two monitor rounds")
         assert sup.get("small").state is InstanceState.READY
     clock.offset += 601
     await wait_for(lambda: sup.get("small").state is InstanceState.STOPPED, "idle stop")
