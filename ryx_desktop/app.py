@@ -60,7 +60,10 @@ def build_engine(
     probe_interval: float = 2.0,
 ) -> Engine:
     """Wire the real adapters into a supervisor for ``config``."""
-    runtime = DockerRuntime(config.docker.host)
+    host = config.docker.host or environ.get("DOCKER_HOST")
+    # Weights can only be checked on disk when the engine runs on this machine.
+    local_engine = host is None or host.startswith("unix://")
+    runtime = DockerRuntime(config.docker.host, check_model_paths=local_engine)
     health = HttpHealthProbe()
     supervisor = Supervisor(
         config,
