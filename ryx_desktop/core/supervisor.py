@@ -414,17 +414,7 @@ class Supervisor:
         _cancel_monitor(slot)
         if container_id is not None:
             await self._runtime.stop(container_id, self._config.docker.stop_timeout)
-        self._set(
-            key,
-            state=InstanceState.STOPPED,
-            container_id=None,
-            started_at=None,
-            metrics=None,
-            failure=None,
-            config_changed=False,
-            adopted=False,
-            note=reason,
-        )
+        self._mark_stopped(key, reason)
 
     async def _wait_drained(self, slot: _Slot) -> None:
         if slot.drained.is_set():
@@ -503,19 +493,20 @@ class Supervisor:
         elif event.kind is RuntimeEventKind.DIE and ours and not busy:
             await self._on_died(key, event)
         elif event.kind is RuntimeEventKind.DESTROY and ours and not busy:
-            self._stopped_elsewhere(key, "stopped outside ryx-desktop")
+            self._mark_stopped(key, "stopped outside ryx-desktop")
 
     async def _on_died(self, key: str, event: RuntimeEvent) -> None:
         slot = self._slots[key]
         _cancel_monitor(slot)
         code = event.exit_code
         if code in _CLEAN_EXIT_CODES and not slot.oom:
-            self._stopped_elsewhere(key, "stopped outside ryx-desktop")
+            self._mark_stopped(key, "stopped outside ryx-desktop")
             return
         tail = await self._tail(event.container_id, deque())
         self._fail(key, _exit_error(key, code, oom=slot.oom, tail=tail))
 
-    def _stopped_elsewhere(self, key: str, note: str) -> None:
+    def _mark_stopped(self, key: str, note: str) -> None:
+        """No container any more: forget everything that described the running one."""
         _cancel_monitor(self._slots[key])
         self._set(
             key,
@@ -524,6 +515,9 @@ class Supervisor:
             started_at=None,
             metrics=None,
             progress=None,
+            failure=None,
+            config_changed=False,
+            adopted=False,
             note=note,
         )
 
