@@ -1,7 +1,7 @@
 """Composition root: builds the engine (Docker runtime, health probe, supervisor) from a Config.
 
-The only module that knows every layer. The CLI uses it today; ``serve`` and the tray app
-build on the same ``Engine`` so they behave alike.
+The only module that knows every layer. The CLI, ``serve`` and the tray app
+build on the same ``Engine`` (and ``ProxyServer``) so they behave alike.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from ryx_desktop.config import Config
 from ryx_desktop.core.clock import MonotonicClock
 from ryx_desktop.core.ports import Clock
 from ryx_desktop.core.supervisor import Supervisor
+from ryx_desktop.proxy import ProxyServer
 
 
 @dataclass
@@ -74,3 +75,14 @@ def build_engine(
         probe_interval=probe_interval,
     )
     return Engine(config, runtime, health, supervisor, watch=watch)
+
+
+def build_proxy(
+    engine: Engine,
+    environ: Mapping[str, str],
+    *,
+    host: str | None = None,
+    port: int | None = None,
+) -> ProxyServer:
+    """The proxy in front of ``engine``'s models (``host``/``port`` override the config)."""
+    return ProxyServer(engine.config, engine.supervisor, environ=environ, host=host, port=port)

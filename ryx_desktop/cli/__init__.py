@@ -36,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ryx-desktop {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    serve = sub.add_parser(
+        "serve", parents=[common], help="run the engine and the proxy without a GUI"
+    )
+    serve.add_argument("--host", help="address to listen on (default: proxy.host)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: proxy.port)")
+
     status = sub.add_parser("status", parents=[common], help="every model's state, port and GPU")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 

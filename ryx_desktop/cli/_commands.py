@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ryx_desktop.app import build_engine
-from ryx_desktop.cli._output import ProgressPrinter, instance_json, status_table
+from ryx_desktop.cli._output import ProgressPrinter, status_table
+from ryx_desktop.cli._serve import serve
 from ryx_desktop.config import (
     Config,
     config_path,
@@ -23,7 +24,7 @@ from ryx_desktop.config import (
 )
 from ryx_desktop.core.errors import ConfigError, RyxError, UnknownModelError
 from ryx_desktop.core.routing import resolve_model
-from ryx_desktop.core.states import InstanceState
+from ryx_desktop.core.states import InstanceState, instance_json
 
 
 async def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
@@ -32,6 +33,8 @@ async def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return _config_command(args, environ)
     path = config_path(getattr(args, "config", None), environ)
     config = load_config(path)
+    if args.command == "serve":
+        return await serve(config, environ, host=args.host, port=args.port)
     if args.command == "status":
         return await _status(config, environ, as_json=args.json)
     if args.command in ("start", "stop", "restart"):

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import Any, TextIO
+from typing import TextIO
 
 from ryx_desktop.config import Config, ModelConfig
 from ryx_desktop.core.states import Instance, InstanceState, ProgressPhase
@@ -15,21 +14,6 @@ _MARK = {
     InstanceState.FAILED: "✖",
     InstanceState.UNREACHABLE: "✖",
 }
-
-
-def instance_json(inst: Instance) -> dict[str, Any]:
-    """A snapshot as plain JSON types (the ``status --json`` schema)."""
-    data = asdict(inst)
-    # Times on this process's monotonic clock mean nothing to a reader of the JSON.
-    del data["started_at"], data["last_used"]
-    data["state"] = inst.state.value
-    data["aliases"] = list(inst.aliases)
-    if inst.progress is not None:
-        data["progress"]["phase"] = inst.progress.phase.value
-    if inst.failure is not None:
-        data["failure"]["log_tail"] = list(inst.failure.log_tail)
-    data["vram_used_bytes"] = None  # measured by the GPU probe of the desktop app
-    return data
 
 
 def status_table(instances: list[Instance], config: Config) -> str:

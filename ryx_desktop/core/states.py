@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 
 class InstanceState(enum.StrEnum):
@@ -93,3 +94,18 @@ class Instance:
             InstanceState.UNHEALTHY,
             InstanceState.SLEEPING,
         )
+
+
+def instance_json(inst: Instance) -> dict[str, Any]:
+    """A snapshot as plain JSON types (``status --json`` and the proxy's ``/api/instances``)."""
+    data = asdict(inst)
+    # Times on this process's monotonic clock mean nothing to a reader of the JSON.
+    del data["started_at"], data["last_used"]
+    data["state"] = inst.state.value
+    data["aliases"] = list(inst.aliases)
+    if inst.progress is not None:
+        data["progress"]["phase"] = inst.progress.phase.value
+    if inst.failure is not None:
+        data["failure"]["log_tail"] = list(inst.failure.log_tail)
+    data["vram_used_bytes"] = None  # measured by the GPU probe of the desktop app
+    return data

@@ -44,6 +44,7 @@ from ryx_desktop.core.states import Failure, Instance, InstanceState, Progress, 
 log = logging.getLogger(__name__)
 
 Observer = Callable[[Instance], None]
+SelectionObserver = Callable[[str | None], None]
 
 OOM_EXIT_CODE = 137
 #: Exit codes of a container that was asked to stop (SIGTERM handled, or 128 + SIGTERM).
@@ -91,6 +92,10 @@ class Supervisor:
         self._unhealthy_after = unhealthy_after
         self._drain_timeout = drain_timeout
         self._observers: list[Observer] = []
+        self._selection_observers: list[SelectionObserver] = []
+        self._selected = (
+            resolve_model(config, config.default_model) if config.default_model else None
+        )
         self._slots: dict[str, _Slot] = {key: self._new_slot(key) for key in config.models}
         self._events_task: asyncio.Task[None] | None = None
         self._watching = False
@@ -121,6 +126,28 @@ class Supervisor:
         """Call ``observer`` with each new snapshot; returns the function that unsubscribes."""
         self._observers.append(observer)
         return lambda: self._observers.remove(observer)
+
+    # ---- the selected model ------------------------------------------------------------------
+
+    @property
+    def selected(self) -> str | None:
+        """The key of the model that answers requests naming no model (None: none chosen)."""
+        return self._selected
+
+    def select(self, name: str) -> str:
+        """Make the model called ``name`` the selected one; returns its key."""
+        key = self.resolve(name)
+        if key != self._selected:
+            self._selected = key
+            log.info("selected model: %s", key)
+            for observer in list(self._selection_observers):
+                observer(key)
+        return key
+
+    def subscribe_selection(self, observer: SelectionObserver) -> Callable[[], None]:
+        """Call ``observer`` with the new key whenever the selection changes."""
+        self._selection_observers.append(observer)
+        return lambda: self._selection_observers.remove(observer)
 
     # ---- lifecycle of the supervisor itself ------------------------------------------------
 

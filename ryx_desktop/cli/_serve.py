@@ -1,0 +1,93 @@
+"""``ryx-desktop serve``: the engine and the proxy without a GUI, until SIGINT or SIGTERM.
+
+One log line per state change on stderr. Stopping closes the proxy (requests in flight get a
+moment to finish, streams still running are ended cleanly) and leaves the models running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from typing import TextIO
+
+from ryx_desktop.app import build_engine, build_proxy
+from ryx_desktop.config import Config
+from ryx_desktop.core.states import Instance, InstanceState
+
+
+class StateLog:
+    """Writes a line each time a model's state changes (progress alone is not a change)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._states: dict[str, InstanceState] = {}
+
+    def seed(self, instances: list[Instance]) -> None:
+        for inst in instances:
+            self._states[inst.key] = inst.state
+            if inst.state is not InstanceState.STOPPED:
+                self._write(inst)
+
+    def __call__(self, inst: Instance) -> None:
+        if self._states.get(inst.key) is inst.state:
+            return
+        self._states[inst.key] = inst.state
+        self._write(inst)
+
+    def _write(self, inst: Instance) -> None:
+        detail = ""
+        if inst.state is InstanceState.READY:
+            detail = f" at {inst.url}"
+        elif inst.state is InstanceState.FAILED and inst.failure is not None:
+            detail = f": {inst.failure.message}"
+            if inst.failure.hint:
+                detail += f" (hint: {inst.failure.hint})"
+        elif inst.note:
+            detail = f" ({inst.note})"
+        stamp = time.strftime("%H:%M:%S")
+        print(f"{stamp} {inst.key}: {inst.state.value}{detail}", file=self._out, flush=True)
+
+
+def _configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    root = logging.getLogger("ryx_desktop")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    # The supervisor's own state-change lines would repeat StateLog's.
+    logging.getLogger("ryx_desktop.core").setLevel(logging.WARNING)
+
+
+async def serve(
+    config: Config, environ: Mapping[str, str], *, host: str | None, port: int | None
+) -> int:
+    """Run until a signal arrives; returns the exit code."""
+    _configure_logging()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    states = StateLog(sys.stderr)
+    try:
+        async with build_engine(config, environ) as engine:
+            states.seed(engine.supervisor.instances())
+            engine.supervisor.subscribe(states)
+            async with build_proxy(engine, environ, host=host, port=port) as proxy:
+                selected = engine.supervisor.selected or "none"
+                print(
+                    f"ryx-desktop: proxy on {proxy.url} (selected model: {selected}); "
+                    "Ctrl+C stops it, models keep running",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                await stop.wait()
+                print("ryx-desktop: stopping the proxy", file=sys.stderr, flush=True)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    print("ryx-desktop: stopped; models keep running", file=sys.stderr, flush=True)
+    return 0

@@ -1,0 +1,471 @@
+"""Forwarding a generation request: route it, make its model ready, relay the answer.
+
+The hot path: read and check the body, find the model, rewrite ``model`` only when it differs
+from the served name, and relay the upstream's bytes as they arrive. aiohttp errors are turned
+into :class:`ProxyError` here, once. A client that goes away cancels the handler (aiohttp's
+``handler_cancellation``), which closes the upstream connection so vLLM aborts the generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from ryx_desktop.config import ProxyConfig
+from ryx_desktop.core.errors import RyxError
+from ryx_desktop.core.routing import resolve_model
+from ryx_desktop.core.states import Instance, InstanceState
+from ryx_desktop.core.supervisor import Supervisor
+from ryx_desktop.proxy._errors import ProxyError, sse_error
+from ryx_desktop.proxy._metrics import ProxyMetrics
+
+log = logging.getLogger("ryx_desktop.proxy")
+
+#: Never forwarded either way (RFC 9110 7.6.1), plus what the proxy sets itself.
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "expect",
+        "accept-encoding",
+        "origin",
+        "cookie",
+    }
+)
+_RESPONSE_DROPPED = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "date",
+        "server",
+    }
+)
+_READY_STATES = (InstanceState.READY, InstanceState.UNHEALTHY)
+#: Answers up to this size are read whole and sent with a Content-Length; larger ones stream.
+_SMALL_BODY = 1 << 20
+_DONE = b"data: [DONE]"
+
+
+class Forwarder:
+    """Forwards the generation endpoints to the routed model's server."""
+
+    def __init__(
+        self,
+        config: ProxyConfig,
+        supervisor: Supervisor,
+        metrics: ProxyMetrics,
+        *,
+        loading_interval: float,
+    ) -> None:
+        self._config = config
+        self._supervisor = supervisor
+        self._metrics = metrics
+        self._loading_interval = loading_interval
+        self._session: aiohttp.ClientSession | None = None
+        self._names = _name_table(supervisor)
+        self._urls: dict[tuple[str, str], URL] = {}
+        self._in_flight: dict[str, int] = {}
+        self._upstreams: set[aiohttp.ClientResponse] = set()
+        self._closing = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._strip_authorization = config.api_key is not None
+
+    async def open(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0, force_close=False)
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=10.0, sock_read=self._config.read_timeout
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=timeout,
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+        )
+
+    async def drain(self, grace: float) -> None:
+        """Wait up to ``grace`` seconds for requests in flight, then cut the rest cleanly."""
+        if not self._idle.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), grace)
+        self._closing = True
+        for upstream in list(self._upstreams):
+            upstream.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # ---- the request ------------------------------------------------------------------------
+
+    async def forward(self, request: web.BaseRequest, extra: dict[str, str]) -> web.StreamResponse:
+        raw, body = await self._read_json(request)
+        key = self._route(body.get("model"))
+        extra["X-Ryx-Model"] = key
+        supervisor = self._supervisor
+        inst = supervisor.get(key)
+        if body.get("model") != inst.served_name:
+            body["model"] = inst.served_name
+            raw = json.dumps(body).encode()
+        count = self._in_flight.get(key, 0)
+        if count >= self._config.concurrency_limit:
+            raise ProxyError(
+                429,
+                f"{key} already has {count} requests in flight",
+                "too_many_requests",
+                hint="Retry shortly, or raise proxy.concurrency_limit",
+                headers={"Retry-After": "1"},
+            )
+        self._in_flight[key] = count + 1
+        self._idle.clear()
+        self._metrics.forwarding(key, 1)
+        supervisor.request_started(key)
+        try:
+            stream = body.get("stream") is True
+            if inst.external or inst.state in _READY_STATES:
+                return await self._relay(request, extra, inst, raw, None)
+            if stream and self._config.auto_start:
+                return await self._relay_after_start(request, extra, key, raw)
+            inst = await self._ready(key)
+            return await self._relay(request, extra, inst, raw, None)
+        finally:
+            supervisor.request_finished(key)
+            self._metrics.forwarding(key, -1)
+            left = self._in_flight[key] - 1
+            self._in_flight[key] = left
+            if left == 0 and not any(self._in_flight.values()):
+                self._idle.set()
+
+    async def _read_json(self, request: web.BaseRequest) -> tuple[bytes, dict[str, Any]]:
+        length = request.content_length
+        limit = self._config.max_body_mb * 1024 * 1024
+        if length is not None and length > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=int(limit), actual_size=length)
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise ProxyError(
+                400,
+                "the request body is not valid JSON",
+                "invalid_json",
+                hint="Send a JSON object with Content-Type: application/json",
+            ) from None
+        if type(body) is not dict:
+            raise ProxyError(400, "the request body must be a JSON object", "invalid_body")
+        return raw, body
+
+    def _route(self, name: object) -> str:
+        if name is None or name == "":
+            return self._selected("the request names no model")
+        if not isinstance(name, str):
+            raise ProxyError(400, "the 'model' field must be a string", "invalid_model")
+        key = self._names.get(name)
+        if key is not None:
+            return key
+        key = resolve_model(self._supervisor.config, name)
+        if key is not None:
+            return key
+        if self._config.fallback_unknown:
+            return self._selected(f"no model is called {name!r}")
+        known = ", ".join(sorted(self._names))
+        raise ProxyError(
+            404,
+            f"no model is called {name!r}",
+            "model_not_found",
+            hint=f"Use one of: {known}",
+        )
+
+    def _selected(self, why: str) -> str:
+        key = self._supervisor.selected
+        if key is None:
+            raise ProxyError(
+                404,
+                f"{why}, and no model is selected",
+                "model_not_found",
+                hint="Name a model in the request, or select one (default_model)",
+            )
+        return key
+
+    # ---- readiness --------------------------------------------------------------------------
+
+    async def _ready(self, key: str) -> Instance:
+        """The model's snapshot once it is ready; ProxyError 503 when it cannot be."""
+        supervisor = self._supervisor
+        inst = supervisor.get(key)
+        if inst.external or inst.state in _READY_STATES:
+            return inst
+        if not self._config.auto_start:
+            raise ProxyError(
+                503,
+                f"{key} is {inst.state.value}",
+                "model_not_running",
+                hint=f"Start it (ryx-desktop start {key}), or set proxy.auto_start: true",
+            )
+        timeout = self._config.start_timeout
+        try:
+            return await asyncio.wait_for(supervisor.ensure_ready(key), timeout)
+        except TimeoutError:
+            state = supervisor.get(key).state.value
+            raise ProxyError(
+                503,
+                f"{key} was not ready within {timeout:g} s (it is {state})",
+                "model_start_timeout",
+                hint="Retry later, or raise proxy.start_timeout",
+            ) from None
+        except RyxError as error:
+            raise ProxyError(
+                503,
+                f"{key} could not start: {error.message}",
+                "model_start_failed",
+                hint=error.hint,
+            ) from None
+
+    async def _relay_after_start(
+        self, request: web.BaseRequest, extra: dict[str, str], key: str, raw: bytes
+    ) -> web.StreamResponse:
+        """A stream that waits for a cold start: 200 now, SSE comments until the model is up."""
+        response = web.StreamResponse(status=200, headers={**_SSE_HEADERS, **extra})
+        await response.prepare(request)
+        waiter = asyncio.ensure_future(self._ready(key))
+        try:
+            while True:
+                await response.write(_loading_comment(self._supervisor.get(key)))
+                done, _ = await asyncio.wait({waiter}, timeout=self._loading_interval)
+                if done:
+                    break
+        finally:
+            if not waiter.done():
+                waiter.cancel()  # the client left; the start itself goes on
+        try:
+            inst = waiter.result()
+        except ProxyError as error:
+            return await self._end_stream(request, response, error, key)
+        return await self._relay(request, extra, inst, raw, response)
+
+    # ---- upstream ---------------------------------------------------------------------------
+
+    async def _relay(
+        self,
+        request: web.BaseRequest,
+        extra: dict[str, str],
+        inst: Instance,
+        raw: bytes,
+        response: web.StreamResponse | None,
+    ) -> web.StreamResponse:
+        """Send ``raw`` to the model and relay its answer (into ``response`` if already sent)."""
+        key = inst.key
+        assert self._session is not None
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        url = self._url(inst, request.path)
+        try:
+            upstream = await self._session.post(url, data=raw, headers=self._headers(request))
+        except Exception as exc:
+            error = _upstream_error(exc, inst, self._config.read_timeout, before_headers=True)
+            if response is None:
+                raise error from None
+            return await self._end_stream(request, response, error, key)
+        self._upstreams.add(upstream)
+        try:
+            self._metrics.upstream_headers(key, loop.time() - began)
+            if response is None:
+                length = upstream.content_length
+                if length is not None and length <= _SMALL_BODY:
+                    return await self._relay_small(upstream, extra, inst)
+                response = web.StreamResponse(
+                    status=upstream.status, headers=self._response_headers(upstream, extra)
+                )
+                await response.prepare(request)
+            elif upstream.status != 200:
+                # The 200 went out while the model loaded; the upstream's refusal becomes an event.
+                text = (await upstream.read()).decode("utf-8", "replace")
+                error = ProxyError(upstream.status, _upstream_message(text), "upstream_error")
+                return await self._end_stream(request, response, error, key)
+            return await self._stream(request, response, upstream, inst)
+        finally:
+            self._upstreams.discard(upstream)
+            upstream.close()  # a no-op after a complete read: the connection is already pooled
+            self._metrics.upstream_done(key, loop.time() - began)
+
+    async def _relay_small(
+        self, upstream: aiohttp.ClientResponse, extra: dict[str, str], inst: Instance
+    ) -> web.StreamResponse:
+        try:
+            data = await upstream.read()
+        except Exception as exc:
+            raise _upstream_error(exc, inst, self._config.read_timeout) from None
+        self._metrics.request_done(inst.key, upstream.status)
+        response = web.Response(
+            status=upstream.status, body=data, headers=self._response_headers(upstream, extra)
+        )
+        return response
+
+    async def _stream(
+        self,
+        request: web.BaseRequest,
+        response: web.StreamResponse,
+        upstream: aiohttp.ClientResponse,
+        inst: Instance,
+    ) -> web.StreamResponse:
+        content = upstream.content
+        event_stream = upstream.content_type == "text/event-stream"
+        last = previous = b""
+        while True:
+            try:
+                chunk = await content.readany()
+            except Exception as exc:
+                error = _upstream_error(exc, inst, self._config.read_timeout, closing=self._closing)
+                return await self._end_stream(request, response, error, inst.key)
+            if not chunk:
+                break
+            await response.write(chunk)  # a client that left raises here, or is cancelled
+            previous, last = last, chunk
+        if event_stream and upstream.status == 200 and _DONE not in previous[-32:] + last:
+            error = ProxyError(
+                502,
+                f"{inst.key}'s server ended the stream before it was complete",
+                "upstream_incomplete",
+                hint=f"See the model's log: ryx-desktop logs {inst.key}",
+            )
+            return await self._end_stream(request, response, error, inst.key)
+        await response.write_eof()
+        self._metrics.request_done(inst.key, upstream.status)
+        return response
+
+    async def _end_stream(
+        self,
+        request: web.BaseRequest,
+        response: web.StreamResponse,
+        error: ProxyError,
+        key: str,
+    ) -> web.StreamResponse:
+        """End a stream whose status went out already: an SSE error event, no ``[DONE]``."""
+        log.warning("%s %s -> stream ended: %s", request.method, request.path, error.text)
+        self._metrics.request_done(key, error.status)
+        await response.write(sse_error(error))
+        await response.write_eof()
+        return response
+
+    # ---- helpers ----------------------------------------------------------------------------
+
+    def _url(self, inst: Instance, path: str) -> URL:
+        base = inst.url or ""
+        url = self._urls.get((base, path))
+        if url is None:
+            url = URL(base.rstrip("/") + path)
+            self._urls[(base, path)] = url
+        return url
+
+    def _headers(self, request: web.BaseRequest) -> dict[str, str]:
+        strip = self._strip_authorization
+        return {
+            name: value
+            for name, value in request.headers.items()
+            if name.lower() not in _HOP_BY_HOP and not (strip and name.lower() == "authorization")
+        }
+
+    @staticmethod
+    def _response_headers(upstream: aiohttp.ClientResponse, extra: dict[str, str]) -> Any:
+        headers = {
+            name: value
+            for name, value in upstream.headers.items()
+            if name.lower() not in _RESPONSE_DROPPED
+        }
+        headers["X-Accel-Buffering"] = "no"
+        headers.update(extra)
+        return headers
+
+
+_SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+
+def _name_table(supervisor: Supervisor) -> dict[str, str]:
+    """Every name a request may use (keys, served names, aliases) to its model's key."""
+    config = supervisor.config
+    names: dict[str, str] = {}
+    for key, model in config.models.items():
+        for name in (key, supervisor.get(key).served_name, *model.aliases):
+            found = resolve_model(config, name)
+            if found is not None:
+                names.setdefault(name, found)
+    return names
+
+
+def _loading_comment(inst: Instance) -> bytes:
+    progress = inst.progress
+    detail = inst.state.value
+    if progress is not None:
+        detail = f"{progress.percent:.0f}%" if progress.percent is not None else progress.phase
+    return f": loading {inst.key} {detail}\n\n".encode()
+
+
+def _upstream_message(text: str) -> str:
+    try:
+        message = json.loads(text)["error"]["message"]
+        return str(message)
+    except (ValueError, KeyError, TypeError):
+        return text.strip()[:300] or "the model's server refused the request"
+
+
+def _upstream_error(
+    exc: Exception,
+    inst: Instance,
+    read_timeout: float,
+    *,
+    before_headers: bool = False,
+    closing: bool = False,
+) -> ProxyError:
+    """The one place aiohttp's client errors become the proxy's."""
+    key, where = inst.key, inst.url
+    if closing:
+        return ProxyError(503, "ryx-desktop is shutting down", "shutting_down")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return ProxyError(
+            502,
+            f"{key}'s server at {where} refused the connection",
+            "upstream_unreachable",
+            hint=f"Check that {key} runs: ryx-desktop status",
+        )
+    if isinstance(exc, TimeoutError):
+        return ProxyError(
+            504,
+            f"{key}'s server sent nothing for {read_timeout:g} s",
+            "upstream_timeout",
+            hint="The model may be overloaded; raise proxy.read_timeout for very slow answers",
+        )
+    what = "closed the connection" if before_headers else "broke off its answer"
+    return ProxyError(
+        502,
+        f"{key}'s server at {where} {what}",
+        "upstream_error",
+        hint=f"See the model's log: ryx-desktop logs {key}",
+    )
