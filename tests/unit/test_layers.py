@@ -29,6 +29,23 @@ def test_core_imports_no_outside_library() -> None:
     assert "ryx_desktop" in loaded  # the probe really imported something
 
 
-@pytest.mark.parametrize("module", ["ryx_desktop.adapters.docker_runtime", "ryx_desktop.cli"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "ryx_desktop.adapters.docker_runtime",
+        "ryx_desktop.adapters.health",
+        "ryx_desktop.proxy",
+        "ryx_desktop.cli",
+    ],
+)
 def test_engine_layers_import_no_qt(module: str) -> None:
-    assert "PySide6" not in imported_after(module)
+    loaded = imported_after(module)
+    assert "PySide6" not in loaded and "qasync" not in loaded
+    assert "ryx_desktop" in loaded
+
+
+def test_proxy_talks_to_models_only_through_core() -> None:
+    # The proxy may use aiohttp, but never the Docker SDK: models change only via the supervisor.
+    loaded = imported_after("ryx_desktop.proxy")
+    assert "aiohttp" in loaded
+    assert "docker" not in loaded
