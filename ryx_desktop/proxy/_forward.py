@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -96,9 +97,9 @@ class Forwarder:
 
     async def open(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0, force_close=False)
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=10.0, sock_read=self._config.read_timeout
-        )
+        # No sock_read: aiohttp re-arms that timer on every packet. _Silence watches streams at a
+        # fraction of the cost; asyncio.timeout bounds the wait for headers and small bodies.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0)
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=timeout,
@@ -284,7 +285,8 @@ class Forwarder:
         began = loop.time()
         url = self._url(inst, request.path)
         try:
-            upstream = await self._session.post(url, data=raw, headers=self._headers(request))
+            async with asyncio.timeout(self._config.read_timeout):
+                upstream = await self._session.post(url, data=raw, headers=self._headers(request))
         except Exception as exc:
             error = _upstream_error(exc, inst, self._config.read_timeout, before_headers=True)
             if response is None:
@@ -316,7 +318,8 @@ class Forwarder:
         self, upstream: aiohttp.ClientResponse, extra: dict[str, str], inst: Instance
     ) -> web.StreamResponse:
         try:
-            data = await upstream.read()
+            async with asyncio.timeout(self._config.read_timeout):
+                data = await upstream.read()
         except Exception as exc:
             raise _upstream_error(exc, inst, self._config.read_timeout) from None
         self._metrics.request_done(inst.key, upstream.status)
@@ -335,16 +338,24 @@ class Forwarder:
         content = upstream.content
         event_stream = upstream.content_type == "text/event-stream"
         last = previous = b""
-        while True:
-            try:
-                chunk = await content.readany()
-            except Exception as exc:
-                error = _upstream_error(exc, inst, self._config.read_timeout, closing=self._closing)
-                return await self._end_stream(request, response, error, inst.key)
-            if not chunk:
-                break
-            await response.write(chunk)  # a client that left raises here, or is cancelled
-            previous, last = last, chunk
+        silence = _Silence(self._config.read_timeout, upstream.close)
+        try:
+            while True:
+                try:
+                    chunk = await content.readany()
+                except Exception as exc:
+                    cause = TimeoutError() if silence.expired else exc
+                    error = _upstream_error(
+                        cause, inst, self._config.read_timeout, closing=self._closing
+                    )
+                    return await self._end_stream(request, response, error, inst.key)
+                if not chunk:
+                    break
+                silence.progress += 1
+                await response.write(chunk)  # a client that left raises here, or is cancelled
+                previous, last = last, chunk
+        finally:
+            silence.cancel()
         if event_stream and upstream.status == 200 and _DONE not in previous[-32:] + last:
             error = ProxyError(
                 502,
@@ -399,6 +410,38 @@ class Forwarder:
         headers["X-Accel-Buffering"] = "no"
         headers.update(extra)
         return headers
+
+
+class _Silence:
+    """Calls ``on_expire`` once an upstream has sent nothing for ``timeout`` seconds.
+
+    The relay loop only bumps ``progress``; a timer checks it a few times per ``timeout``, so
+    silence is noticed between 1 and 1.25 times ``timeout`` after the last chunk.
+    """
+
+    def __init__(self, timeout: float, on_expire: Callable[[], None]) -> None:
+        self.progress = 0
+        self.expired = False
+        self._timeout = timeout
+        self._on_expire = on_expire
+        self._loop = asyncio.get_running_loop()
+        self._seen = 0
+        self._since = self._loop.time()
+        self._step = timeout / 4
+        self._handle = self._loop.call_later(self._step, self._tick)
+
+    def _tick(self) -> None:
+        now = self._loop.time()
+        if self.progress != self._seen:
+            self._seen, self._since = self.progress, now
+        elif now - self._since >= self._timeout:
+            self.expired = True
+            self._on_expire()
+            return
+        self._handle = self._loop.call_later(self._step, self._tick)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
 
 
 _SSE_HEADERS = {
