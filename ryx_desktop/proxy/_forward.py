@@ -239,12 +239,13 @@ class Forwarder:
                 hint="Retry later, or raise proxy.start_timeout",
             ) from None
         except RyxError as error:
-            raise ProxyError(
-                503,
-                f"{key} could not start: {error.message}",
-                "model_start_failed",
-                hint=error.hint,
-            ) from None
+            message = f"{key} could not start: {error.message}"
+            hint = error.hint
+            tail = getattr(error, "log_tail", ())
+            if tail:  # the CLI prints these lines above its hint; here the last one says most
+                message += f" (last log line: {tail[-1].strip()})"
+                hint = f"See the model's log: ryx-desktop logs {key}"
+            raise ProxyError(503, message, "model_start_failed", hint=hint) from None
 
     async def _relay_after_start(
         self, request: web.BaseRequest, extra: dict[str, str], key: str, raw: bytes
@@ -394,18 +395,18 @@ class Forwarder:
 
     def _headers(self, request: web.BaseRequest) -> dict[str, str]:
         strip = self._strip_authorization
+        dropped = _hop_by_hop(request.headers, _HOP_BY_HOP)
         return {
             name: value
             for name, value in request.headers.items()
-            if name.lower() not in _HOP_BY_HOP and not (strip and name.lower() == "authorization")
+            if name.lower() not in dropped and not (strip and name.lower() == "authorization")
         }
 
     @staticmethod
     def _response_headers(upstream: aiohttp.ClientResponse, extra: dict[str, str]) -> Any:
+        dropped = _hop_by_hop(upstream.headers, _RESPONSE_DROPPED)
         headers = {
-            name: value
-            for name, value in upstream.headers.items()
-            if name.lower() not in _RESPONSE_DROPPED
+            name: value for name, value in upstream.headers.items() if name.lower() not in dropped
         }
         headers["X-Accel-Buffering"] = "no"
         headers.update(extra)
@@ -451,6 +452,14 @@ _SSE_HEADERS = {
 }
 
 
+def _hop_by_hop(headers: Any, always: frozenset[str]) -> frozenset[str]:
+    """``always`` plus the headers the message's ``Connection`` names (RFC 9110 7.6.1)."""
+    named = headers.getall("Connection", ())
+    if not named:
+        return always
+    return always | {token.strip().lower() for value in named for token in value.split(",")}
+
+
 def _name_table(supervisor: Supervisor) -> dict[str, str]:
     """Every name a request may use (keys, served names, aliases) to its model's key."""
     config = supervisor.config
@@ -465,7 +474,7 @@ def _name_table(supervisor: Supervisor) -> dict[str, str]:
 
 def _loading_comment(inst: Instance) -> bytes:
     progress = inst.progress
-    detail = inst.state.value
+    detail = "starting"  # also before the start task has run and moved it out of stopped/failed
     if progress is not None:
         detail = f"{progress.percent:.0f}%" if progress.percent is not None else progress.phase
     return f": loading {inst.key} {detail}\n\n".encode()

@@ -7,7 +7,6 @@ starts their containers without a device request, as if the NVIDIA toolkit hande
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -28,28 +27,16 @@ from ryx_desktop.core.errors import (
     OutOfMemoryError,
     PortInUseError,
 )
-from ryx_desktop.core.ports import Clock, ContainerInfo, ProbeResult
-from ryx_desktop.core.spec import ContainerSpec
+from ryx_desktop.core.ports import Clock, ProbeResult
 from ryx_desktop.core.states import Instance, InstanceState, ProgressPhase
 from ryx_desktop.core.supervisor import Supervisor
+from tests.integration.runtimes import GpuFakingRuntime
 
 pytestmark = pytest.mark.asyncio
 
 SMALL = "/models/small/general/qwen2.5-3b"
 CODER = "/models/medium/coding/qwen2.5-coder-7b-gptq"
 GENERAL = "/models/medium/general/qwen2.5-7b-gptq"
-
-
-class GpuFakingRuntime(DockerRuntime):
-    """The real runtime, minus the GPU request this machine cannot satisfy; counts starts."""
-
-    def __init__(self, host: str | None = None) -> None:
-        super().__init__(host)
-        self.started: list[str] = []
-
-    async def start(self, spec: ContainerSpec) -> ContainerInfo:
-        self.started.append(spec.key)
-        return await super().start(dataclasses.replace(spec, devices="none"))
 
 
 class CountingProbe(HttpHealthProbe):
