@@ -46,11 +46,13 @@ async def running_proxy(
     supervisor = Supervisor(config, FakeRuntime(), health, MonotonicClock(), environ=environ)
     await supervisor.open(watch=False)
     server_args.setdefault("port", 0)
-    server = ProxyServer(config, supervisor, environ=environ, **server_args)
+    server: ProxyServer | None = None
     try:
+        server = ProxyServer(config, supervisor, environ=environ, **server_args)
         await server.start()
         yield RunningProxy(server, supervisor)
     finally:
-        await server.close()
+        if server is not None:
+            await server.close()
         await supervisor.close()
         await health.close()
