@@ -62,6 +62,10 @@ class _Slot:
     stopping: bool = False
     oom: bool = False
     failed_probes: int = 0
+    # Live request counters; snapshots mirror them at most once per loop iteration.
+    in_flight: int = 0
+    last_used: float | None = None
+    usage_pending: bool = False
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
     drained: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
@@ -231,16 +235,30 @@ class Supervisor:
     def request_started(self, key: str) -> None:
         """A request for ``key`` is in flight: it delays stops and resets the idle timer."""
         slot = self._slots[key]
+        slot.in_flight += 1
+        slot.last_used = self._clock.now()
         slot.drained.clear()
-        self._set(key, in_flight=slot.instance.in_flight + 1, last_used=self._clock.now())
+        self._publish_usage_soon(key, slot)
 
     def request_finished(self, key: str) -> None:
         """A request for ``key`` is done."""
         slot = self._slots[key]
-        in_flight = max(0, slot.instance.in_flight - 1)
-        if in_flight == 0:
+        slot.in_flight = max(0, slot.in_flight - 1)
+        slot.last_used = self._clock.now()
+        if slot.in_flight == 0:
             slot.drained.set()
-        self._set(key, in_flight=in_flight, last_used=self._clock.now())
+        self._publish_usage_soon(key, slot)
+
+    def _publish_usage_soon(self, key: str, slot: _Slot) -> None:
+        # The proxy calls this twice per request; under load one new snapshot per loop
+        # iteration is plenty for observers, and the supervisor reads the live counters.
+        if not slot.usage_pending:
+            slot.usage_pending = True
+            asyncio.get_running_loop().call_soon(self._publish_usage, key, slot)
+
+    def _publish_usage(self, key: str, slot: _Slot) -> None:
+        slot.usage_pending = False
+        self._set(key, in_flight=slot.in_flight, last_used=slot.last_used)
 
     @contextlib.asynccontextmanager
     async def track_request(self, key: str) -> AsyncIterator[None]:
@@ -347,8 +365,8 @@ class Supervisor:
             gpus=gpus_of(model.devices, self._gpu_indices),
             share=model.gpu_memory_utilization,
             state=inst.state,
-            in_flight=inst.in_flight,
-            last_used=inst.last_used,
+            in_flight=self._slots[key].in_flight,
+            last_used=self._slots[key].last_used,
         )
 
     async def _wait_ready(self, key: str, container_id: str, timeout: float) -> None:
@@ -365,12 +383,13 @@ class Supervisor:
                 result = await self._health.probe(slot.instance.url or "")
                 if result.serves(slot.instance.served_name):
                     slot.failed_probes = 0
+                    slot.last_used = slot.last_used or self._clock.now()
                     self._set(
                         key,
                         state=InstanceState.READY,
                         progress=None,
                         started_at=self._clock.now(),
-                        last_used=slot.instance.last_used or self._clock.now(),
+                        last_used=slot.last_used,
                     )
                     self._ensure_monitor(key)
                     return
@@ -593,10 +612,11 @@ class Supervisor:
         if not isinstance(model, ModelConfig):
             return False
         ttl = model.idle_ttl or self._config.idle_ttl
-        inst = self._slots[key].instance
-        if ttl is None or inst.in_flight or inst.state is not InstanceState.READY:
+        slot = self._slots[key]
+        inst = slot.instance
+        if ttl is None or slot.in_flight or inst.state is not InstanceState.READY:
             return False
-        since = inst.last_used if inst.last_used is not None else inst.started_at
+        since = slot.last_used if slot.last_used is not None else inst.started_at
         if since is None or self._clock.now() - since < ttl:
             return False
         self._slots[key].monitor_task = None  # this task ends here; stop must not cancel it

@@ -44,7 +44,6 @@ _HOP_BY_HOP = frozenset(
         "host",
         "content-length",
         "expect",
-        "accept-encoding",
         "origin",
         "cookie",
     }
@@ -93,18 +92,23 @@ class Forwarder:
         self._closing = False
         self._idle = asyncio.Event()
         self._idle.set()
-        self._strip_authorization = config.api_key is not None
+        # With a proxy key, Authorization carries our key: never pass it on to the model.
+        self._dropped_request_headers = (
+            _HOP_BY_HOP | {"authorization"} if config.api_key is not None else _HOP_BY_HOP
+        )
+        self._answer_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=10.0, sock_read=config.read_timeout
+        )
 
     async def open(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0, force_close=False)
-        # No sock_read: aiohttp re-arms that timer on every packet. _Silence watches streams at a
-        # fraction of the cost; asyncio.timeout bounds the wait for headers and small bodies.
+        # Streams get no sock_read: aiohttp re-arms that timer on every packet, and _Silence
+        # watches them at a fraction of the cost. Other answers arrive in a packet or two.
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0)
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=timeout,
             auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
         )
 
     async def drain(self, grace: float) -> None:
@@ -148,11 +152,11 @@ class Forwarder:
         try:
             stream = body.get("stream") is True
             if inst.external or inst.state in _READY_STATES:
-                return await self._relay(request, extra, inst, raw, None)
+                return await self._relay(request, extra, inst, raw, stream, None)
             if stream and self._config.auto_start:
                 return await self._relay_after_start(request, extra, key, raw)
             inst = await self._ready(key)
-            return await self._relay(request, extra, inst, raw, None)
+            return await self._relay(request, extra, inst, raw, stream, None)
         finally:
             supervisor.request_finished(key)
             self._metrics.forwarding(key, -1)
@@ -267,7 +271,7 @@ class Forwarder:
             inst = waiter.result()
         except ProxyError as error:
             return await self._end_stream(request, response, error, key)
-        return await self._relay(request, extra, inst, raw, response)
+        return await self._relay(request, extra, inst, raw, True, response)
 
     # ---- upstream ---------------------------------------------------------------------------
 
@@ -277,6 +281,7 @@ class Forwarder:
         extra: dict[str, str],
         inst: Instance,
         raw: bytes,
+        stream: bool,
         response: web.StreamResponse | None,
     ) -> web.StreamResponse:
         """Send ``raw`` to the model and relay its answer (into ``response`` if already sent)."""
@@ -285,9 +290,14 @@ class Forwarder:
         loop = asyncio.get_running_loop()
         began = loop.time()
         url = self._url(inst, request.path)
+        headers = self._headers(request)
         try:
-            async with asyncio.timeout(self._config.read_timeout):
-                upstream = await self._session.post(url, data=raw, headers=self._headers(request))
+            if stream:
+                async with asyncio.timeout(self._config.read_timeout):
+                    upstream = await self._session.post(url, data=raw, headers=headers)
+            else:
+                timeout = self._answer_timeout
+                upstream = await self._session.post(url, data=raw, headers=headers, timeout=timeout)
         except Exception as exc:
             error = _upstream_error(exc, inst, self._config.read_timeout, before_headers=True)
             if response is None:
@@ -306,7 +316,8 @@ class Forwarder:
                 await response.prepare(request)
             elif upstream.status != 200:
                 # The 200 went out while the model loaded; the upstream's refusal becomes an event.
-                text = (await upstream.read()).decode("utf-8", "replace")
+                async with asyncio.timeout(self._config.read_timeout):
+                    text = (await upstream.read()).decode("utf-8", "replace")
                 error = ProxyError(upstream.status, _upstream_message(text), "upstream_error")
                 return await self._end_stream(request, response, error, key)
             return await self._stream(request, response, upstream, inst)
@@ -319,8 +330,7 @@ class Forwarder:
         self, upstream: aiohttp.ClientResponse, extra: dict[str, str], inst: Instance
     ) -> web.StreamResponse:
         try:
-            async with asyncio.timeout(self._config.read_timeout):
-                data = await upstream.read()
+            data = await upstream.read()  # sock_read bounds it (a stream's small error answer: no)
         except Exception as exc:
             raise _upstream_error(exc, inst, self._config.read_timeout) from None
         self._metrics.request_done(inst.key, upstream.status)
@@ -394,13 +404,14 @@ class Forwarder:
         return url
 
     def _headers(self, request: web.BaseRequest) -> dict[str, str]:
-        strip = self._strip_authorization
-        dropped = _hop_by_hop(request.headers, _HOP_BY_HOP)
-        return {
-            name: value
-            for name, value in request.headers.items()
-            if name.lower() not in dropped and not (strip and name.lower() == "authorization")
+        dropped = _hop_by_hop(request.headers, self._dropped_request_headers)
+        headers = {
+            name: value for name, value in request.headers.items() if name.lower() not in dropped
         }
+        # Answers are relayed as they come (not decompressed): ask for an encoding the client takes.
+        if "Accept-Encoding" not in request.headers:
+            headers["Accept-Encoding"] = "identity"
+        return headers
 
     @staticmethod
     def _response_headers(upstream: aiohttp.ClientResponse, extra: dict[str, str]) -> Any:

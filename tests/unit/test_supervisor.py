@@ -369,3 +369,24 @@ async def test_models_resolve_by_key_served_name_and_alias() -> None:
     with pytest.raises(UnknownModelError) as caught:
         rig.sup.resolve("nope")
     assert "configured: a" in caught.value.message
+
+
+async def test_request_counts_reach_snapshots_once_per_loop_iteration() -> None:
+    rig = Rig({"a": model(8001)})
+    await rig.sup.open()
+    await rig.sup.ensure_ready("a")
+    seen: list[int] = []
+    rig.sup.subscribe(lambda inst: seen.append(inst.in_flight))
+    for _ in range(5):
+        rig.sup.request_started("a")
+    rig.sup.request_finished("a")
+    assert 4 not in seen  # nothing published yet: the proxy's hot path stays cheap
+    await settle()
+    assert rig.sup.get("a").in_flight == 4
+    assert rig.sup.get("a").last_used == rig.clock.now()
+    assert 4 in seen and not {1, 2, 3, 5} & set(seen)  # one snapshot for six changes
+    for _ in range(4):
+        rig.sup.request_finished("a")
+    await settle()
+    assert rig.sup.get("a").in_flight == 0
+    await rig.sup.close()
