@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -30,7 +29,7 @@ from ryx_desktop.core.errors import (
 from ryx_desktop.core.ports import Clock, ProbeResult
 from ryx_desktop.core.states import Instance, InstanceState, ProgressPhase
 from ryx_desktop.core.supervisor import Supervisor
-from tests.integration.runtimes import GpuFakingRuntime
+from tests.integration.runtimes import GpuFakingRuntime, wait_for
 
 pytestmark = pytest.mark.asyncio
 
@@ -86,15 +85,6 @@ async def supervisor() -> AsyncIterator[Make]:
         await sup.close()
         await health.close()
         await runtime.close()
-
-
-async def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    """Wait on the loop (the supervisor's tasks keep running) until ``predicate`` holds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def runtime_of(sup: Supervisor) -> GpuFakingRuntime:

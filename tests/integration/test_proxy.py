@@ -27,7 +27,7 @@ from ryx_desktop.core.clock import MonotonicClock
 from ryx_desktop.core.states import InstanceState
 from ryx_desktop.core.supervisor import Supervisor
 from ryx_desktop.proxy import ProxyServer
-from tests.integration.runtimes import GpuFakingRuntime
+from tests.integration.runtimes import GpuFakingRuntime, wait_for
 
 pytestmark = pytest.mark.asyncio
 
@@ -88,15 +88,6 @@ async def proxy_stack() -> AsyncIterator[MakeStack]:
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=httpx.Timeout(60.0)) as client:
         yield client
-
-
-async def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    """Wait on the loop (the proxy and supervisor keep running) until ``predicate`` holds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def container_names(client: docker.DockerClient) -> list[str]:
