@@ -189,10 +189,7 @@ class Forwarder:
             return self._selected("the request names no model")
         if not isinstance(name, str):
             raise ProxyError(400, "the 'model' field must be a string", "invalid_model")
-        key = self._names.get(name)
-        if key is not None:
-            return key
-        key = resolve_model(self._supervisor.config, name)
+        key = self._names.get(name)  # every key, served name and alias
         if key is not None:
             return key
         if self._config.fallback_unknown:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from multidict import CIMultiDictProxy
 
-from ryx_desktop.config import ProxyConfig, is_loopback
+from ryx_desktop.config import is_loopback
 from ryx_desktop.core.errors import ConfigError
 from ryx_desktop.proxy._errors import ProxyError
 
@@ -36,30 +36,33 @@ def resolve_api_key(value: str | None, environ: Mapping[str, str]) -> str | None
     return key
 
 
+def require_key_when_exposed(host: str, api_key: str | None) -> None:
+    """ConfigError when the proxy would listen beyond this machine without a key."""
+    if not is_loopback(host) and not api_key:
+        raise ConfigError(
+            f"proxy.host {host} is not a loopback address, so an API key is required",
+            hint="Set proxy.api_key (anyone who can reach this machine could use your models).",
+        )
+
+
 class Guard:
     """Checks each request against the proxy's host, port, allowed origins and key."""
 
-    def __init__(self, config: ProxyConfig, port: int, api_key: str | None) -> None:
+    def __init__(
+        self, host: str, port: int, allowed_origins: Iterable[str], api_key: str | None
+    ) -> None:
+        require_key_when_exposed(host, api_key)
         self._port = port
-        self._bound = config.host
-        self._exposed = not is_loopback(config.host)
-        if self._exposed and not api_key:
-            raise ConfigError(
-                f"proxy.host {config.host} is not a loopback address, so an API key is required",
-                hint="Set proxy.api_key (anyone who can reach this machine could use your models).",
-            )
+        self._bound = host
+        self._exposed = not is_loopback(host)
         names = list(_LOOPBACK_NAMES)
-        if self._exposed and config.host not in _WILDCARDS:
-            names.append(_host_name(config.host))
+        if self._exposed and host not in _WILDCARDS:
+            names.append(_host_name(host))
         self._hosts = frozenset(f"{name}:{port}" for name in names)
         if port == 80:
             self._hosts |= frozenset(names)
-        self._origins = frozenset(_origin(o) for o in config.allowed_origins)
+        self._origins = frozenset(_origin(o) for o in allowed_origins)
         self._bearer = f"Bearer {api_key}".encode() if api_key else None
-
-    @property
-    def requires_key(self) -> bool:
-        return self._bearer is not None
 
     def check_host(self, headers: CIMultiDictProxy[str]) -> None:
         host = headers.get("Host")

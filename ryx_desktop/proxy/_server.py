@@ -28,6 +28,7 @@ from ryx_desktop.proxy._security import (
     Guard,
     cors_headers,
     preflight_headers,
+    require_key_when_exposed,
     resolve_api_key,
 )
 
@@ -98,8 +99,7 @@ class ProxyServer:
 
     async def start(self) -> None:
         """Listen; PortInUseError when the port is taken, ConfigError for an unsafe setup."""
-        # Refuse an exposed proxy without a key before anything listens.
-        Guard(self._config.proxy.model_copy(update={"host": self._host}), 1, self._api_key)
+        require_key_when_exposed(self._host, self._api_key)  # before anything listens
         loop = asyncio.get_running_loop()
         max_body = int(self._config.proxy.max_body_mb * 1024 * 1024)
 
@@ -135,9 +135,7 @@ class ProxyServer:
         self._runner = runner
         self._bound_port = _bound_port(runner) or self._port
         self._guard = Guard(
-            self._config.proxy.model_copy(update={"host": self._host}),
-            self._bound_port,
-            self._api_key,
+            self._host, self._bound_port, self._config.proxy.allowed_origins, self._api_key
         )
         await self._forwarder.open()
         for inst in self._supervisor.instances():
