@@ -1,13 +1,8 @@
-"""Test doubles on the real adapters, and a loop-friendly wait, for the integration tests."""
+"""Test doubles built on the real adapters, shared by the integration tests."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import time
-from collections.abc import Callable
-
-import pytest
 
 from ryx_desktop.adapters.docker_runtime import DockerRuntime
 from ryx_desktop.core.ports import ContainerInfo
@@ -28,12 +23,3 @@ class GpuFakingRuntime(DockerRuntime):
     async def start(self, spec: ContainerSpec) -> ContainerInfo:
         self.started.append(spec.key)
         return await super().start(dataclasses.replace(spec, devices="none"))
-
-
-async def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    """Wait on the loop (the supervisor's and proxy's tasks keep running) until ``predicate``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)

@@ -29,7 +29,8 @@ from ryx_desktop.core.errors import (
 from ryx_desktop.core.ports import Clock, ProbeResult
 from ryx_desktop.core.states import Instance, InstanceState, ProgressPhase
 from ryx_desktop.core.supervisor import Supervisor
-from tests.integration.runtimes import GpuFakingRuntime, wait_for
+from tests.integration.runtimes import GpuFakingRuntime
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.asyncio
 

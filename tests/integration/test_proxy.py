@@ -27,7 +27,8 @@ from ryx_desktop.core.clock import MonotonicClock
 from ryx_desktop.core.states import InstanceState
 from ryx_desktop.core.supervisor import Supervisor
 from ryx_desktop.proxy import ProxyServer
-from tests.integration.runtimes import GpuFakingRuntime, wait_for
+from tests.integration.runtimes import GpuFakingRuntime
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.asyncio
 

@@ -6,8 +6,7 @@ import asyncio
 import contextlib
 import json
 import ssl
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,17 +156,6 @@ class Chunks:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._chunks.aclose()
-
-
-async def wait_until(check: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll an outside process until ``check()``; returns the seconds it took."""
-    began = time.monotonic()
-    deadline = began + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout} s")
-        await asyncio.sleep(0.01)  # polling a subprocess; there is no event to wait on
-    return time.monotonic() - began
 
 
 # --------------------------------------------------------------------------- raw sockets

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ryx_desktop.adapters.health import HttpHealthProbe
 from ryx_desktop.config import Config
-from ryx_desktop.core.clock import MonotonicClock
 from ryx_desktop.core.errors import ConfigError
-from ryx_desktop.core.supervisor import Supervisor
-from ryx_desktop.proxy import ProxyServer
 from tests.proxy.helpers import (
     assert_error,
     chat,
@@ -21,7 +17,6 @@ from tests.proxy.helpers import (
     request_bytes,
     serve,
 )
-from tests.support.fakes import FakeRuntime
 from tests.support.proxy import running_proxy
 from tests.support.upstream import FakeUpstream
 
@@ -217,11 +212,9 @@ async def test_api_key_from_the_environment(alpha: FakeUpstream) -> None:
 @pytest.mark.asyncio
 async def test_api_key_from_an_unset_variable_refuses_to_start(alpha: FakeUpstream) -> None:
     cfg = config(alpha, api_key="env:RYX_TEST_UNSET")
-    # Built by hand: running_proxy's supervisor would be left open when the server's constructor
-    # raises. This one never opens, so it holds no sockets.
-    supervisor = Supervisor(cfg, FakeRuntime(), HttpHealthProbe(), MonotonicClock(), environ={})
     with pytest.raises(ConfigError, match="RYX_TEST_UNSET"):
-        ProxyServer(cfg, supervisor, environ={}, port=0)
+        async with running_proxy(cfg, environ={}):
+            pass
 
 
 @pytest.mark.asyncio

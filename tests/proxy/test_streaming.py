@@ -19,9 +19,9 @@ from tests.proxy.helpers import (
     serve,
     slow_chat,
     sse_events,
-    wait_until,
 )
 from tests.support.upstream import FakeUpstream
+from tests.support.waiting import wait_for
 
 
 def assert_ends_with_error_event(body: bytes, code: str) -> dict:
@@ -93,7 +93,7 @@ async def test_client_disconnect_closes_the_upstream_at_once(
                 await chunks.read(2)
             assert upstream.disconnects() == 0
         # Leaving the block closed the client's connection mid-stream (about 100 tokens to go).
-        took = await wait_until(lambda: upstream.disconnects() == 1, 1.0, "the upstream abort")
+        took = await wait_for(lambda: upstream.disconnects() == 1, "the upstream abort", 1.0)
     assert took < 1.0
     assert upstream.disconnects() == 1
 
