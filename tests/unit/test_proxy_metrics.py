@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ryx_desktop.core.states import Instance, InstanceState
@@ -61,3 +62,25 @@ def test_requests_by_model_and_status_and_in_flight() -> None:
     assert found[("ryx_proxy_requests_total", (("model", "a"), ("status", "503")))] == 1
     assert found[("ryx_proxy_requests_in_flight", (("model", "a"),))] == 1
     assert found[("ryx_proxy_upstream_ttfb_seconds_count", (("model", "a"),))] == 1
+    assert metrics.requests_total() == 3
+
+
+def test_upstream_time_buckets_are_cumulative_and_include_their_bound() -> None:
+    metrics = ProxyMetrics()
+    for seconds in (0.005, 0.0051, 0.3, 1000.0):
+        metrics.upstream_done("a", seconds)
+    found = samples(metrics)
+
+    def bucket(le: str) -> float:
+        return found[("ryx_proxy_upstream_duration_seconds_bucket", (("le", le), ("model", "a")))]
+
+    assert bucket("0.005") == 1  # a bucket counts values up to and including its bound
+    assert bucket("0.01") == 2
+    assert bucket("0.25") == 2
+    assert bucket("0.5") == 3
+    assert bucket("300.0") == 3
+    assert bucket("+Inf") == 4
+    assert found[("ryx_proxy_upstream_duration_seconds_count", (("model", "a"),))] == 4
+    assert found[("ryx_proxy_upstream_duration_seconds_sum", (("model", "a"),))] == pytest.approx(
+        1000.3101
+    )
