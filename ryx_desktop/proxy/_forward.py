@@ -86,6 +86,7 @@ class Forwarder:
         self._loading_interval = loading_interval
         self._session: aiohttp.ClientSession | None = None
         self._names = _name_table(supervisor)
+        self._unsubscribe_config: Callable[[], None] | None = None
         self._urls: dict[tuple[str, str], URL] = {}
         self._in_flight: dict[str, int] = {}
         self._upstreams: set[aiohttp.ClientResponse] = set()
@@ -96,20 +97,24 @@ class Forwarder:
         self._dropped_request_headers = (
             _HOP_BY_HOP | {"authorization"} if config.api_key is not None else _HOP_BY_HOP
         )
-        self._answer_timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=10.0, sock_read=config.read_timeout
-        )
+        self._deadlines = _Deadlines(config.read_timeout)
 
     async def open(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0, force_close=False)
-        # Streams get no sock_read: aiohttp re-arms that timer on every packet, and _Silence
-        # watches them at a fraction of the cost. Other answers arrive in a packet or two.
+        # No sock_read: aiohttp re-arms that timer on every packet. _Deadlines watches the wait
+        # for an answer and _Silence a stream's gaps, at a fraction of the cost.
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0)
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=timeout,
             auto_decompress=False,
         )
+        # Models added, removed or renamed in the settings are routed without a proxy restart.
+        self._names = _name_table(self._supervisor)
+        self._unsubscribe_config = self._supervisor.subscribe_config(self._rebuild_names)
+
+    def _rebuild_names(self, config: object) -> None:
+        self._names = _name_table(self._supervisor)
 
     async def drain(self, grace: float) -> None:
         """Wait up to ``grace`` seconds for requests in flight, then cut the rest cleanly."""
@@ -121,6 +126,9 @@ class Forwarder:
             upstream.close()
 
     async def close(self) -> None:
+        if self._unsubscribe_config is not None:
+            self._unsubscribe_config()
+            self._unsubscribe_config = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -288,15 +296,13 @@ class Forwarder:
         began = loop.time()
         url = self._url(inst, request.path)
         headers = self._headers(request)
+        deadlines = self._deadlines
+        task = deadlines.begin()
         try:
-            if stream:
-                async with asyncio.timeout(self._config.read_timeout):
-                    upstream = await self._session.post(url, data=raw, headers=headers)
-            else:
-                timeout = self._answer_timeout
-                upstream = await self._session.post(url, data=raw, headers=headers, timeout=timeout)
-        except Exception as exc:
-            error = _upstream_error(exc, inst, self._config.read_timeout, before_headers=True)
+            upstream = await self._session.post(url, data=raw, headers=headers)
+        except BaseException as exc:
+            cause = deadlines.end(task, exc)
+            error = _upstream_error(cause, inst, self._config.read_timeout, before_headers=True)
             if response is None:
                 raise error from None
             return await self._end_stream(request, response, error, key)
@@ -306,17 +312,20 @@ class Forwarder:
             if response is None:
                 length = upstream.content_length
                 if length is not None and length <= _SMALL_BODY:
-                    return await self._relay_small(upstream, extra, inst)
+                    return await self._relay_small(upstream, extra, inst, task)
+                deadlines.end(task)
                 response = web.StreamResponse(
                     status=upstream.status, headers=self._response_headers(upstream, extra)
                 )
                 await response.prepare(request)
-            elif upstream.status != 200:
-                # The 200 went out while the model loaded; the upstream's refusal becomes an event.
-                async with asyncio.timeout(self._config.read_timeout):
-                    text = (await upstream.read()).decode("utf-8", "replace")
-                error = ProxyError(upstream.status, _upstream_message(text), "upstream_error")
-                return await self._end_stream(request, response, error, key)
+            else:
+                deadlines.end(task)
+                if upstream.status != 200:
+                    # The 200 went out while the model loaded: the upstream's refusal is an event.
+                    async with asyncio.timeout(self._config.read_timeout):
+                        text = (await upstream.read()).decode("utf-8", "replace")
+                    error = ProxyError(upstream.status, _upstream_message(text), "upstream_error")
+                    return await self._end_stream(request, response, error, key)
             return await self._stream(request, response, upstream, inst)
         finally:
             self._upstreams.discard(upstream)
@@ -324,12 +333,19 @@ class Forwarder:
             self._metrics.upstream_done(key, loop.time() - began)
 
     async def _relay_small(
-        self, upstream: aiohttp.ClientResponse, extra: dict[str, str], inst: Instance
+        self,
+        upstream: aiohttp.ClientResponse,
+        extra: dict[str, str],
+        inst: Instance,
+        task: asyncio.Task[Any],
     ) -> web.StreamResponse:
+        deadlines = self._deadlines
         try:
-            data = await upstream.read()  # sock_read bounds it (a stream's small error answer: no)
-        except Exception as exc:
-            raise _upstream_error(exc, inst, self._config.read_timeout) from None
+            data = await upstream.read()
+        except BaseException as exc:
+            cause = deadlines.end(task, exc)
+            raise _upstream_error(cause, inst, self._config.read_timeout) from None
+        deadlines.end(task)
         self._metrics.request_done(inst.key, upstream.status)
         response = web.Response(
             status=upstream.status, body=data, headers=self._response_headers(upstream, extra)
@@ -419,6 +435,60 @@ class Forwarder:
         headers["X-Accel-Buffering"] = "no"
         headers.update(extra)
         return headers
+
+
+class _Deadlines:
+    """Cuts requests that wait on an upstream for more than ``timeout`` seconds, with one timer.
+
+    Arming a timer per request (``asyncio.timeout``, or aiohttp's sock_read, which re-arms on
+    every packet) costs more than the rest of a small request's bookkeeping. Here a waiting
+    request is one dict entry, and a single timer sweeps them four times per ``timeout``: a wait
+    is cut (its task cancelled) between 1 and 1.25 times ``timeout`` after it began.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self._timeout = timeout
+        self._step = timeout / 4
+        self._waiting: dict[asyncio.Task[Any], float] = {}
+        self._cut: set[asyncio.Task[Any]] = set()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def begin(self) -> asyncio.Task[Any]:
+        """The current task starts waiting on an upstream; returns it for ``end``."""
+        task = asyncio.current_task()
+        assert task is not None
+        loop = task.get_loop()
+        self._waiting[task] = loop.time()
+        if self._handle is None:
+            self._handle = loop.call_later(self._step, self._sweep, loop)
+        return task
+
+    def end(self, task: asyncio.Task[Any], exc: BaseException | None = None) -> Exception:
+        """The wait is over: returns the cause to report for ``exc``.
+
+        A wait the sweep cut reports ``TimeoutError``; any other cancellation (the client left)
+        is raised again. Call it right after the awaited call returns or raises: the sweep's
+        cancellation is always delivered at that await, never later.
+        """
+        self._waiting.pop(task, None)
+        if task in self._cut:
+            self._cut.discard(task)
+            if task.uncancel() == 0 and exc is not None:
+                return TimeoutError()
+        if exc is None:
+            return TimeoutError()
+        if not isinstance(exc, Exception):
+            raise exc
+        return exc
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        for task, since in list(self._waiting.items()):
+            if now - since >= self._timeout:
+                del self._waiting[task]
+                self._cut.add(task)
+                task.cancel()
+        self._handle = loop.call_later(self._step, self._sweep, loop) if self._waiting else None
 
 
 class _Silence:

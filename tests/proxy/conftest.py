@@ -97,6 +97,15 @@ async def stalling() -> AsyncIterator[StallingUpstream]:
 
 
 @pytest_asyncio.fixture
+async def stalling_mid_body() -> AsyncIterator[StallingUpstream]:
+    """An upstream that sends a JSON answer's headers and first bytes, then goes silent."""
+    upstream = StallingUpstream(mid_stream=False, mid_body=True)
+    await upstream.start()
+    yield upstream
+    await upstream.close()
+
+
+@pytest_asyncio.fixture
 async def stalling_mid_stream() -> AsyncIterator[StallingUpstream]:
     """An upstream that starts an event stream, sends one event, then goes silent."""
     upstream = StallingUpstream(mid_stream=True)

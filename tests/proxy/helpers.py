@@ -231,11 +231,13 @@ class StallingUpstream:
     """A raw upstream that answers probes (GET) but stalls on generation requests (POST).
 
     ``mid_stream=False``: it reads the request and never answers. ``mid_stream=True``: it sends
-    the headers of an event stream and one event, then nothing more.
+    the headers of an event stream and one event, then nothing more. ``mid_body=True``: it sends
+    a JSON answer's headers and the first bytes of its body, then nothing more.
     """
 
-    def __init__(self, *, mid_stream: bool) -> None:
+    def __init__(self, *, mid_stream: bool, mid_body: bool = False) -> None:
         self._mid_stream = mid_stream
+        self._mid_body = mid_body
         self._release = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
@@ -294,6 +296,12 @@ class StallingUpstream:
                 writer.write(
                     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                     b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n" % (len(event), event)
+                )
+                await writer.drain()
+            if self._mid_body:
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b'Content-Length: 100\r\n\r\n{"id": "cmpl-1", '
                 )
                 await writer.drain()
             self.stalled += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 
 import pytest
@@ -130,14 +131,36 @@ async def test_upstream_refusing_connections_is_502() -> None:
 
 
 @pytest.mark.asyncio
-async def test_upstream_silent_past_read_timeout_is_504(stalling: StallingUpstream) -> None:
+@pytest.mark.parametrize("stream", [False, True])
+async def test_upstream_silent_past_read_timeout_is_504(
+    stalling: StallingUpstream, stream: bool
+) -> None:
     config = make_config({"mute": external(stalling.url, "mute-served")}, read_timeout=0.5)
     async with serve(config) as client:
-        response = await client.post("/v1/chat/completions", json=chat())
+        began = time.monotonic()
+        response = await client.post("/v1/chat/completions", json=chat(stream=stream))
+        waited = time.monotonic() - began
     assert stalling.stalled == 1  # the request did reach it
     error = assert_error(response, 504, "upstream_timeout")
     assert "0.5 s" in error["message"]
     assert response.headers["X-Ryx-Model"] == "mute"
+    assert 0.5 <= waited < 5  # cut after read_timeout (plus at most a quarter), not hung
+
+
+@pytest.mark.asyncio
+async def test_upstream_silent_mid_answer_is_504_and_the_next_request_works(
+    stalling_mid_body: StallingUpstream, alpha: FakeUpstream
+) -> None:
+    models = {
+        "mute": external(stalling_mid_body.url, "mute-served"),
+        "fine": external(alpha.url, "alpha-served"),
+    }
+    async with serve(make_config(models, read_timeout=0.5)) as client:
+        response = await client.post("/v1/chat/completions", json=chat(model="mute"))
+        after = await client.post("/v1/chat/completions", json=chat(model="fine"))
+    assert stalling_mid_body.stalled == 1
+    assert_error(response, 504, "upstream_timeout")
+    assert after.status_code == 200  # the cut wait left the handler and the loop in order
 
 
 @pytest.mark.asyncio
