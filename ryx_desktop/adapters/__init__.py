@@ -6,5 +6,6 @@ types only.
 
 from ryx_desktop.adapters.docker_runtime import DockerRuntime
 from ryx_desktop.adapters.health import HttpHealthProbe
+from ryx_desktop.adapters.nvml import NvmlGpuProbe
 
-__all__ = ["DockerRuntime", "HttpHealthProbe"]
+__all__ = ["DockerRuntime", "HttpHealthProbe", "NvmlGpuProbe"]

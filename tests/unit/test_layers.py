@@ -34,6 +34,7 @@ def test_core_imports_no_outside_library() -> None:
     [
         "ryx_desktop.adapters.docker_runtime",
         "ryx_desktop.adapters.health",
+        "ryx_desktop.adapters.nvml",
         "ryx_desktop.proxy",
         "ryx_desktop.cli",
     ],
