@@ -1,0 +1,347 @@
+"""The tray icon: the selected model's state at a glance, a menu of every model, notifications.
+
+The icon's colour is the selected model's state (see ``icons.state_icon``); its tooltip names
+the model, its state, the VRAM in use and the proxy URL. The context menu is rebuilt from the
+bridge's live snapshots each time it opens, so it never shows stale states. Commands go down
+through the bridge as coroutines; the tray itself never waits on the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtGui import QAction, QActionGroup, QClipboard, QIcon
+from PySide6.QtWidgets import QMenu, QSystemTrayIcon
+
+from ryx_desktop.core.gpu import VramReport
+from ryx_desktop.core.states import Instance, InstanceState
+from ryx_desktop.ui.bridge import EngineBridge
+from ryx_desktop.ui.icons import state_icon
+
+APP_NAME = "ryx-desktop"
+GIB = 1024**3
+MESSAGE_MS = 6000
+
+#: An icon is drawn once per (state, rounded load %) and reused.
+_IconKey = tuple[InstanceState | None, int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """One tray message as it was shown."""
+
+    title: str
+    message: str
+    warning: bool = False
+
+
+def load_percent(inst: Instance) -> int | None:
+    """The rounded load (or pull) percentage of a starting model; None when nothing tells."""
+    if inst.state is not InstanceState.STARTING or inst.progress is None:
+        return None
+    percent = inst.progress.percent
+    return None if percent is None else round(max(0.0, min(100.0, percent)))
+
+
+def state_text(inst: Instance) -> str:
+    """The state in words, with the load % while starting: ``starting 45 %``."""
+    percent = load_percent(inst)
+    return f"{inst.state.value} {percent} %" if percent is not None else inst.state.value
+
+
+def vram_text(report: VramReport | None) -> str | None:
+    """``VRAM 7.5 / 24.0 GiB`` over every GPU; None when nothing was measured."""
+    if report is None or not report.found:
+        return None
+    used = [g.used_bytes for g in report.gpus if g.used_bytes is not None]
+    total = [g.total_bytes for g in report.gpus if g.total_bytes is not None]
+    if not used or not total:
+        return None
+    return f"VRAM {sum(used) / GIB:.1f} / {sum(total) / GIB:.1f} GiB"
+
+
+class TrayIcon(QObject):
+    """A ``QSystemTrayIcon`` that follows the engine through an ``EngineBridge``."""
+
+    openManagerRequested = Signal()
+    showLogsRequested = Signal(str)  # model key
+    quitRequested = Signal(bool)  # True: stop every model first
+    settingsRequested = Signal()
+    notified = Signal(str, str)  # title, message
+
+    def __init__(
+        self,
+        bridge: EngineBridge,
+        *,
+        clipboard: QClipboard | None = None,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self._bridge = bridge
+        self._clipboard = clipboard
+        self._icons: dict[_IconKey, QIcon] = {}
+        self._icon_key: _IconKey | None = None
+        self._actions: dict[str, QAction] = {}
+        self._submenus: list[QMenu] = []
+        self._groups: list[QActionGroup] = []
+        # The state each model was last seen in: a change of it is what notifications tell.
+        self._states: dict[str, InstanceState] = {i.key: i.state for i in bridge.instances()}
+        self.notifications: list[Notification] = []
+
+        self._tray = QSystemTrayIcon(self)
+        # QSystemTrayIcon does not own its menu; a menu needs a widget parent, so we keep it.
+        self._menu = QMenu()
+        self._menu.aboutToShow.connect(self.rebuild_menu)
+        self._tray.setContextMenu(self._menu)
+        self._tray.activated.connect(self._on_activated)
+
+        bridge.instanceChanged.connect(self._on_instance)
+        bridge.selectionChanged.connect(self._on_selection)
+        bridge.vramChanged.connect(self._on_vram)
+        bridge.commandFailed.connect(self._on_command_failed)
+        bridge.configChanged.connect(self._on_config)
+        self.refresh()
+        self.rebuild_menu()
+
+    # ---- public --------------------------------------------------------------------------------
+
+    @property
+    def tray(self) -> QSystemTrayIcon:
+        return self._tray
+
+    @property
+    def menu(self) -> QMenu:
+        return self._menu
+
+    def show(self) -> None:
+        self._tray.show()
+
+    def hide(self) -> None:
+        self._tray.hide()
+
+    def is_visible(self) -> bool:
+        return self._tray.isVisible()
+
+    def action(self, name: str) -> QAction | None:
+        """The menu's action called ``name`` (its objectName, e.g. ``start:<key>``) right now."""
+        return self._actions.get(name)
+
+    def refresh(self) -> None:
+        """Redraw the icon and tooltip from the live state (e.g. after the proxy URL changed)."""
+        self._show_state(self._selected_instance())
+
+    def rebuild_menu(self) -> None:
+        """Fill the menu from the live snapshots (connected to the menu's ``aboutToShow``)."""
+        self._menu.clear()
+        for old in (*self._submenus, *self._groups):
+            old.deleteLater()
+        self._submenus.clear()
+        self._groups.clear()
+        self._actions.clear()
+        bridge = self._bridge
+        instances = bridge.instances()
+
+        url = bridge.proxy_url
+        if url:
+            copy = self._add(self._menu, "copy-proxy-url", f"Copy proxy URL: {url}")
+            copy.setEnabled(self._clipboard is not None)
+            copy.triggered.connect(partial(self._copy, url))
+        else:
+            self._add(self._menu, "proxy-off", "Proxy not running").setEnabled(False)
+        self._menu.addSeparator()
+
+        selected = bridge.selected()
+        heads = self._group()
+        choices = self._group()
+        for inst in instances:
+            self._add_model(inst, inst.key == selected, heads, choices)
+        self._menu.addSeparator()
+
+        stop_all = self._add(self._menu, "stop-all", "Stop all")
+        stop_all.setEnabled(any(i.running for i in instances if not i.external))
+        stop_all.triggered.connect(lambda: bridge.spawn(bridge.stop_all()))
+        manager = self._add(self._menu, "open-manager", "Open model manager")
+        manager.triggered.connect(self.openManagerRequested.emit)
+        settings = self._add(self._menu, "settings", "Settings…")
+        settings.triggered.connect(self.settingsRequested.emit)
+        self._menu.addSeparator()
+        quit_ = self._add(self._menu, "quit", "Quit")
+        quit_.setToolTip("Models keep running")
+        quit_.triggered.connect(lambda: self.quitRequested.emit(False))
+        stop_quit = self._add(self._menu, "stop-all-quit", "Stop all and quit")
+        stop_quit.triggered.connect(lambda: self.quitRequested.emit(True))
+
+    # ---- menu ----------------------------------------------------------------------------------
+
+    def _add_model(
+        self, inst: Instance, selected: bool, heads: QActionGroup, choices: QActionGroup
+    ) -> None:
+        """One submenu per model: its title carries the state and the radio check."""
+        key = inst.key
+        bridge = self._bridge
+        # Styles draw a checked action that has an icon as a sunken icon, not as a radio dot:
+        # the words say it too.
+        title = f"{inst.name} — {state_text(inst)}" + ("  (selected)" if selected else "")
+        sub = QMenu(title, self._menu)
+        sub.setObjectName(f"menu:{key}")
+        sub.setIcon(self._icon(inst.state, load_percent(inst)))
+        self._submenus.append(sub)
+        head = sub.menuAction()
+        head.setObjectName(f"menu:{key}")
+        head.setCheckable(True)
+        head.setChecked(selected)
+        heads.addAction(head)
+        self._actions[head.objectName()] = head
+        self._menu.addMenu(sub)
+
+        use = self._add(sub, f"model:{key}", "Use for requests with no model")
+        use.setCheckable(True)
+        use.setChecked(selected)
+        choices.addAction(use)
+        use.triggered.connect(partial(self._select, key))
+        if inst.external:
+            where = self._add(sub, f"url:{key}", inst.url or "")
+            where.setEnabled(False)
+            return
+        sub.addSeparator()
+        state = inst.state
+        idle = state in (InstanceState.STOPPED, InstanceState.FAILED)
+        start = self._add(sub, f"start:{key}", "Start")
+        start.setEnabled(idle)
+        start.triggered.connect(lambda: bridge.spawn(bridge.start(key)))
+        stop = self._add(sub, f"stop:{key}", "Stop")
+        stop.setEnabled(
+            state is not InstanceState.STOPPING and (inst.running or inst.container_id is not None)
+        )
+        stop.triggered.connect(lambda: bridge.spawn(bridge.stop(key)))
+        restart = self._add(sub, f"restart:{key}", "Restart")
+        restart.setEnabled(inst.running or state is InstanceState.FAILED)
+        restart.triggered.connect(lambda: bridge.spawn(bridge.restart(key)))
+        sub.addSeparator()
+        logs = self._add(sub, f"logs:{key}", "Show logs")
+        logs.setEnabled(inst.container_id is not None or inst.failure is not None)
+        logs.triggered.connect(lambda: self.showLogsRequested.emit(key))
+
+    def _add(self, menu: QMenu, name: str, text: str) -> QAction:
+        action = menu.addAction(text)
+        action.setObjectName(name)
+        self._actions[name] = action
+        return action
+
+    def _group(self) -> QActionGroup:
+        group = QActionGroup(self._menu)
+        group.setExclusive(True)
+        self._groups.append(group)
+        return group
+
+    def _select(self, key: str, _checked: bool = False) -> None:
+        self._bridge.select(key)
+
+    def _copy(self, url: str, _checked: bool = False) -> None:
+        if self._clipboard is not None:
+            self._clipboard.setText(url)
+
+    def _on_activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:
+        # Linux convention: a left click opens the window; the right click gets the menu.
+        if reason is QSystemTrayIcon.ActivationReason.Trigger:
+            self.openManagerRequested.emit()
+
+    # ---- icon and tooltip ----------------------------------------------------------------------
+
+    def _selected_instance(self) -> Instance | None:
+        key = self._bridge.selected()
+        return next((i for i in self._bridge.instances() if i.key == key), None)
+
+    def _icon(self, state: InstanceState | None, percent: int | None) -> QIcon:
+        key = (state, percent)
+        icon = self._icons.get(key)
+        if icon is None:
+            icon = self._icons[key] = state_icon(state, percent)
+        return icon
+
+    def _show_state(self, inst: Instance | None) -> None:
+        key: _IconKey = (None, None) if inst is None else (inst.state, load_percent(inst))
+        if key != self._icon_key:
+            self._icon_key = key
+            self._tray.setIcon(self._icon(*key))
+        tooltip = self._tooltip(inst)
+        if tooltip != self._tray.toolTip():
+            self._tray.setToolTip(tooltip)
+
+    def _tooltip(self, inst: Instance | None) -> str:
+        lines = [APP_NAME]
+        lines.append(f"{inst.name}: {state_text(inst)}" if inst else "No model selected")
+        vram = vram_text(self._bridge.vram())
+        if vram is not None:
+            lines.append(vram)
+        url = self._bridge.proxy_url
+        lines.append(f"Proxy {url}" if url else "Proxy off")
+        return "\n".join(lines)
+
+    # ---- engine events -------------------------------------------------------------------------
+
+    def _on_instance(self, inst: Instance) -> None:
+        previous = self._states.get(inst.key)
+        self._states[inst.key] = inst.state
+        if previous is not None and previous is not inst.state:
+            self._notify_transition(previous, inst)
+        if inst.key == self._bridge.selected():
+            self._show_state(inst)
+
+    def _on_selection(self, _key: str | None) -> None:
+        self.refresh()
+
+    def _on_vram(self, _report: VramReport) -> None:
+        self.refresh()
+
+    def _on_config(self, _config: object) -> None:
+        self.refresh()  # the selected model may have been renamed or removed
+
+    def _on_command_failed(self, key: str, message: str, hint: str) -> None:
+        inst = next((i for i in self._bridge.instances() if i.key == key), None)
+        if inst is not None and inst.failure is not None and inst.failure.message == message:
+            return  # the failed state was announced already, with the same reason and hint
+        title = f"{inst.name}: not done" if inst is not None else f"{APP_NAME}: not done"
+        self._notify(title, _with_hint(message, hint), warning=True)
+
+    def _notify_transition(self, previous: InstanceState, inst: Instance) -> None:
+        state = inst.state
+        if state is InstanceState.READY and not inst.external:
+            where = f"port {inst.port}" if inst.port is not None else inst.url or ""
+            self._notify(f"{inst.name} is ready", f"Serving {inst.served_name} on {where}")
+        elif state is InstanceState.FAILED:
+            failure = inst.failure
+            reason = failure.message.splitlines()[0] if failure and failure.message else ""
+            hint = failure.hint if failure else ""
+            self._notify(f"{inst.name} failed", _with_hint(reason, hint), warning=True)
+        elif state is InstanceState.STOPPED and "idle" in inst.note:
+            self._notify(f"{inst.name} stopped", _sentence(inst.note))
+        elif previous is InstanceState.READY and state in (
+            InstanceState.UNHEALTHY,
+            InstanceState.UNREACHABLE,
+        ):
+            self._notify(f"{inst.name} is {state.value}", _sentence(inst.note or "no answer"))
+
+    def _notify(self, title: str, message: str, *, warning: bool = False) -> None:
+        self.notifications.append(Notification(title, message, warning))
+        icon = (
+            QSystemTrayIcon.MessageIcon.Warning
+            if warning
+            else QSystemTrayIcon.MessageIcon.Information
+        )
+        self._tray.showMessage(title, message, icon, MESSAGE_MS)
+        self.notified.emit(title, message)
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    if not text:
+        return text
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else f"{text}."
+
+
+def _with_hint(message: str, hint: str) -> str:
+    return f"{message}\n{hint}" if hint else message
