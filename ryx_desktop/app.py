@@ -6,14 +6,17 @@ build on the same ``Engine`` (and ``ProxyServer``) so they behave alike.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 from ryx_desktop.adapters.docker_runtime import DockerRuntime
 from ryx_desktop.adapters.health import HttpHealthProbe
-from ryx_desktop.config import Config
+from ryx_desktop.config import Config, save_config
 from ryx_desktop.core.clock import MonotonicClock
+from ryx_desktop.core.errors import ConfigError
 from ryx_desktop.core.ports import Clock
 from ryx_desktop.core.supervisor import Supervisor
 from ryx_desktop.proxy import ProxyServer
@@ -86,3 +89,26 @@ def build_proxy(
 ) -> ProxyServer:
     """The proxy in front of ``engine``'s models (``host``/``port`` override the config)."""
     return ProxyServer(engine.config, engine.supervisor, environ=environ, host=host, port=port)
+
+
+def make_config_applier(supervisor: Supervisor, path: Path) -> Callable[[Config], Awaitable[None]]:
+    """The settings dialogs' save: write ``config`` to ``path`` atomically, then apply it.
+
+    The file is written in an executor (it fsyncs); a failure raises ConfigError and leaves the
+    running engine as it was. Proxy settings take effect when the proxy is restarted.
+    """
+    save_hint = f"Check that you may write to {path.parent}, or start with --config PATH."
+
+    async def apply(config: Config) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, save_config, config, path)
+        except OSError as exc:
+            raise ConfigError(f"cannot save {path}: {exc.strerror or exc}", save_hint) from exc
+        except ConfigError as exc:
+            # save_config's own refusals carry their hint; a failed write gets the generic one.
+            hint = save_hint if exc.hint == ConfigError.hint else exc.hint
+            raise ConfigError(exc.message, hint) from exc
+        await supervisor.reconfigure(config)
+
+    return apply

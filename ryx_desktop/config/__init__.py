@@ -8,11 +8,17 @@ from ryx_desktop.config._schema import (  # noqa: I001  (the schema first: core.
     GpuConfig,
     ModelConfig,
     ProxyConfig,
+    dotted,
     is_loopback,
 )
 from ryx_desktop.config._compose import export_compose, import_compose
 from ryx_desktop.config._defaults import default_config
-from ryx_desktop.config._loader import ConfigFileError, load_config, parse_config
+from ryx_desktop.config._loader import (
+    ConfigFileError,
+    load_config,
+    parse_config,
+    validation_problems,
+)
 from ryx_desktop.config._paths import config_path
 from ryx_desktop.config._save import dump_config, save_config
 
@@ -27,6 +33,7 @@ __all__ = [
     "ProxyConfig",
     "config_path",
     "default_config",
+    "dotted",
     "dump_config",
     "export_compose",
     "import_compose",
@@ -34,4 +41,5 @@ __all__ = [
     "load_config",
     "parse_config",
     "save_config",
+    "validation_problems",
 ]

@@ -228,6 +228,18 @@ def format_errors(
     return sorted(found, key=lambda t: found[t])
 
 
+def validation_problems(exc: ValidationError) -> list[tuple[Loc, str]]:
+    """pydantic's errors as (location, message) in the loader's wording, duplicates dropped.
+
+    The settings dialogs use it so that a field shows the sentence the file check would print.
+    """
+    found: dict[tuple[Loc, str], None] = {}
+    for error in exc.errors():
+        for loc, message, _at_key in _expand(error):
+            found.setdefault((loc, message), None)
+    return list(found)
+
+
 def _expand(error: ErrorDetails) -> Iterator[tuple[Loc, str, bool]]:
     """One error as (normalised loc, message, point at the key) triples."""
     raw_loc = tuple(error["loc"])

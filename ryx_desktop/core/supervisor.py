@@ -45,11 +45,24 @@ log = logging.getLogger(__name__)
 
 Observer = Callable[[Instance], None]
 SelectionObserver = Callable[[str | None], None]
+ConfigObserver = Callable[[Config], None]
 
 OOM_EXIT_CODE = 137
 #: Exit codes of a container that was asked to stop (SIGTERM handled, or 128 + SIGTERM).
 _CLEAN_EXIT_CODES = frozenset({0, 143})
 _LOG_TAIL = 20
+#: Instance fields that come from the config rather than from what the model is doing.
+_STATIC_FIELDS = (
+    "name",
+    "served_name",
+    "aliases",
+    "external",
+    "port",
+    "url",
+    "gpu_memory_utilization",
+)
+#: Of those, the ones a running container keeps until it restarts.
+_CONTAINER_FIELDS = frozenset({"served_name", "port", "url", "gpu_memory_utilization"})
 
 
 @dataclasses.dataclass(eq=False)
@@ -66,6 +79,8 @@ class _Slot:
     in_flight: int = 0
     last_used: float | None = None
     usage_pending: bool = False
+    # The spec hash the current start built, before its container id is known.
+    spec_hash: str | None = None
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
     drained: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
@@ -97,6 +112,8 @@ class Supervisor:
         self._drain_timeout = drain_timeout
         self._observers: list[Observer] = []
         self._selection_observers: list[SelectionObserver] = []
+        self._config_observers: list[ConfigObserver] = []
+        self._reconfiguring = asyncio.Lock()  # one config change at a time
         self._selected = (
             resolve_model(config, config.default_model) if config.default_model else None
         )
@@ -152,6 +169,105 @@ class Supervisor:
         """Call ``observer`` with the new key whenever the selection changes."""
         self._selection_observers.append(observer)
         return lambda: self._selection_observers.remove(observer)
+
+    # ---- changing the config -----------------------------------------------------------------
+
+    def subscribe_config(self, observer: ConfigObserver) -> Callable[[], None]:
+        """Call ``observer`` with the new config after each ``reconfigure``."""
+        self._config_observers.append(observer)
+        return lambda: self._config_observers.remove(observer)
+
+    async def reconfigure(self, config: Config) -> list[str]:
+        """Switch to ``config`` without restarting what runs; the keys that need a restart.
+
+        Models no longer configured (or turned from managed into external, or back) are stopped
+        and dropped; new ones appear stopped (external ones are watched). A running model whose
+        container spec differs from the new config keeps its container, port and served name
+        until it restarts: it is marked ``config_changed`` and its key returned.
+        """
+        async with self._reconfiguring:
+            return await self._reconfigure(config)
+
+    async def _reconfigure(self, config: Config) -> list[str]:
+        old = self._config
+        gone = [
+            key
+            for key, model in old.models.items()
+            if key not in config.models or _managed(config.models[key]) != _managed(model)
+        ]
+        for key in gone:
+            await self.stop(key, reason="removed from the config")
+            _cancel_monitor(self._slots[key])
+        running_hash = {
+            key: await self._running_spec_hash(key, old, config)
+            for key, slot in self._slots.items()
+            if key not in gone and slot.instance.running and not slot.instance.external
+        }
+        # From here on nothing awaits: the config and the slots change together.
+        self._config = config
+        slots, self._slots = self._slots, {}
+        changed: list[str] = []
+        for key in config.models:
+            slot = slots.get(key) if key not in gone else None
+            if slot is None:
+                self._slots[key] = self._new_slot(key)
+                if self._slots[key].instance.external:
+                    self._ensure_monitor(key)
+                continue
+            self._slots[key] = slot
+            fields = self._static_fields(key)
+            if key in running_hash:
+                differs = running_hash[key] != build_spec(key, config, self._environ).spec_hash
+                if differs:
+                    changed.append(key)
+                    fields = {k: v for k, v in fields.items() if k not in _CONTAINER_FIELDS}
+                if differs != slot.instance.config_changed:
+                    fields.update(
+                        config_changed=differs,
+                        note="config changed, restart to apply" if differs else "",
+                    )
+            self._set(key, **fields)
+        for observer in list(self._config_observers):
+            observer(config)
+        self._keep_selection_valid(old, config)
+        return changed
+
+    async def _running_spec_hash(self, key: str, old: Config, new: Config) -> str:
+        """The spec hash ``key`` runs (or is being started) with.
+
+        A container without our label counts as running ``old``'s spec. A start that has not
+        built its spec yet will build it from ``new``.
+        """
+        slot = self._slots[key]
+        container_id = slot.instance.container_id
+        if container_id is None:
+            return slot.spec_hash or build_spec(key, new, self._environ).spec_hash
+        try:
+            info = await self._runtime.inspect(container_id)
+        except RyxError as error:
+            log.warning("cannot inspect %s's container: %s", key, error)
+            info = None
+        if info is not None and info.spec_hash is not None:
+            return info.spec_hash
+        return build_spec(key, old, self._environ).spec_hash
+
+    def _keep_selection_valid(self, old: Config, config: Config) -> None:
+        """Follow a changed ``default_model``; replace a selection whose model is gone."""
+        wanted = self._selected
+        if config.default_model and config.default_model != old.default_model:
+            wanted = resolve_model(config, config.default_model)
+        elif wanted not in config.models:
+            wanted = resolve_model(config, config.default_model) if config.default_model else None
+        if wanted != self._selected:
+            self._selected = wanted
+            log.info("selected model: %s", wanted)
+            for observer in list(self._selection_observers):
+                observer(wanted)
+
+    def _static_fields(self, key: str) -> dict[str, Any]:
+        """What the current config says about ``key``'s instance, apart from its state."""
+        fresh = self._new_slot(key).instance
+        return {name: getattr(fresh, name) for name in _STATIC_FIELDS}
 
     # ---- lifecycle of the supervisor itself ------------------------------------------------
 
@@ -242,7 +358,9 @@ class Supervisor:
 
     def request_finished(self, key: str) -> None:
         """A request for ``key`` is done."""
-        slot = self._slots[key]
+        slot = self._slots.get(key)
+        if slot is None:
+            return  # the model was removed from the config while the request ran
         slot.in_flight = max(0, slot.in_flight - 1)
         slot.last_used = self._clock.now()
         if slot.in_flight == 0:
@@ -258,6 +376,8 @@ class Supervisor:
 
     def _publish_usage(self, key: str, slot: _Slot) -> None:
         slot.usage_pending = False
+        if self._slots.get(key) is not slot:
+            return  # removed by reconfigure
         self._set(key, in_flight=slot.in_flight, last_used=slot.last_used)
 
     @contextlib.asynccontextmanager
@@ -316,6 +436,7 @@ class Supervisor:
         assert isinstance(model, ModelConfig)
         async with self._slots[key].lock:
             pass  # let a stop that is under way finish first
+        self._slots[key].spec_hash = None
         self._set(
             key,
             state=InstanceState.STARTING,
@@ -324,10 +445,12 @@ class Supervisor:
             note="",
             adopted=False,
             config_changed=False,
+            **self._static_fields(key),
         )
         try:
             await self._make_room(key)
             spec = build_spec(key, self._config, self._environ)
+            self._slots[key].spec_hash = spec.spec_hash
 
             def on_pull(p: PullProgress) -> None:
                 detail = f"pulling {p.image}: {p.layers_done}/{p.layers_total} layers"
@@ -565,6 +688,7 @@ class Supervisor:
             config_changed=False,
             adopted=False,
             note=note,
+            **self._static_fields(key),
         )
 
     def _ensure_monitor(self, key: str) -> None:
@@ -631,6 +755,10 @@ class Supervisor:
                 f"{key} at {inst.url} is unreachable: {inst.note or 'no answer'}"
             )
         return inst
+
+
+def _managed(model: object) -> bool:
+    return isinstance(model, ModelConfig)
 
 
 def _consume_exception(task: asyncio.Task[Instance]) -> None:

@@ -264,7 +264,7 @@ class ProxyServer:
             raise ProxyError(404, f"there is no endpoint {path}", "not_found")
         if request.method != "POST":
             raise _method_not_allowed(request.method, path, ("POST",))
-        key = resolve_model(self._config, name)
+        key = resolve_model(self._supervisor.config, name)
         if key is None:
             raise ProxyError(404, f"no model is called {name!r}", "model_not_found")
         extra["X-Ryx-Model"] = key
@@ -296,7 +296,7 @@ class ProxyServer:
             log.warning("start of %s through the control API failed: %s", key, error.message)
 
     def _one_model(self, name: str, extra: dict[str, str]) -> web.StreamResponse:
-        key = resolve_model(self._config, name)
+        key = resolve_model(self._supervisor.config, name)
         if key is None:
             raise ProxyError(404, f"no model is called {name!r}", "model_not_found")
         inst = self._supervisor.get(key)
