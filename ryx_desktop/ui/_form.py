@@ -1,0 +1,187 @@
+"""What the config dialogs share: validation as the YAML loader does it, and errors by field.
+
+A dialog builds the whole candidate config as plain data and validates it through the pydantic
+schema, exactly as the loader validates a file, so a value the file would refuse is refused
+here with the loader's own words. Each problem's location (``("models", "a", "port")``) picks
+the field whose error line shows it; what belongs to no field goes to the dialog's general line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+
+from ryx_desktop.config import Config, dotted, validation_problems
+from ryx_desktop.ui.bridge import EngineBridge
+
+Loc = tuple[str | int, ...]
+
+_ERROR_STYLE = "color: #c62828;"
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A candidate config: valid (``config``) or refused (``problems``: location, sentence)."""
+
+    config: Config | None
+    problems: tuple[tuple[Loc, str], ...] = ()
+
+
+def config_data(config: Config) -> dict[str, Any]:
+    """``config``'s top-level settings as the data the schema validates (sections kept whole)."""
+    return {name: getattr(config, name) for name in Config.model_fields}
+
+
+def check_config(data: Mapping[str, Any]) -> Checked:
+    """Validate ``data`` as a whole config file would be validated."""
+    try:
+        return Checked(Config.model_validate(dict(data)))
+    except ValidationError as exc:
+        # The loader's wording, so the file check and the dialogs say the same thing.
+        return Checked(None, tuple(validation_problems(exc)))
+
+
+def place(
+    problems: Iterable[tuple[Loc, str]],
+    fields: Collection[str],
+    prefix: Loc = (),
+    whole: str | None = None,
+) -> list[tuple[str | None, str]]:
+    """Each problem with the field it belongs to (None: the general line).
+
+    A location below ``prefix`` goes to the longest field name that starts it (``extra_args[1]``
+    goes to ``extra_args``); ``prefix`` itself goes to ``whole``. Problems left over keep their
+    dotted location in the sentence, since no field points at it.
+    """
+    placed: list[tuple[str | None, str]] = []
+    for loc, message in problems:
+        field: str | None = None
+        if loc[: len(prefix)] == prefix:
+            rest = loc[len(prefix) :]
+            field = whole if not rest else None
+            for end in range(len(rest), 0, -1):
+                if dotted(rest[:end]) in fields:
+                    field = dotted(rest[:end])
+                    break
+        if field is None and loc:
+            message = f"{dotted(loc)}: {message}"
+        placed.append((field, message))
+    return placed
+
+
+def number_or_text(text: str) -> int | float | str | None:
+    """A field's text as YAML would read it: a number when it is one, None when empty."""
+    text = text.strip()
+    if not text:
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def put(data: dict[str, Any], field: str, value: object) -> None:
+    """Set ``field``; an empty value leaves it out, so the schema's default (or error) applies."""
+    if value is None or value == "":
+        data.pop(field, None)
+    else:
+        data[field] = value
+
+
+def shown(value: object) -> str:
+    """A config value as a field's text (``None`` empty, ``600.0`` as ``600``)."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+class FieldErrors:
+    """The red error line under each field, and the general line for the rest."""
+
+    def __init__(self, general: QLabel) -> None:
+        self._general = _style(general)
+        self._labels: dict[str, QLabel] = {}
+
+    @property
+    def fields(self) -> Collection[str]:
+        return self._labels.keys()
+
+    @property
+    def general(self) -> QLabel:
+        """The line for problems of no one field (the dialog places it above its buttons)."""
+        return self._general
+
+    def wrap(self, field: str, widget: QWidget) -> QWidget:
+        """``widget`` with an (empty, hidden) error line under it, for a form row."""
+        box = QWidget()
+        layout = QVBoxLayout(box)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        layout.addWidget(widget)
+        label = _style(QLabel())
+        label.setObjectName(f"error:{field}")
+        layout.addWidget(label)
+        self._labels[field] = label
+        return box
+
+    def show(self, placed: Iterable[tuple[str | None, str]]) -> None:
+        """Show these problems (field, sentence); every other line is cleared."""
+        by_field: dict[str | None, list[str]] = {}
+        for field, message in placed:
+            by_field.setdefault(field if field in self._labels else None, []).append(message)
+        for field, label in [*self._labels.items(), (None, self._general)]:
+            _set_text(label, "\n".join(by_field.get(field, [])))
+        self._fit()
+
+    def _fit(self) -> None:
+        """Grow the window when wrapped error lines need more height than it has."""
+        window = self._general.window()
+        layout = window.layout()
+        if layout is None or not layout.hasHeightForWidth():
+            return
+        layout.activate()
+        needed = layout.totalHeightForWidth(window.width())
+        if needed > window.height():
+            window.resize(window.width(), needed)
+
+    def text(self, field: str | None) -> str:
+        """What the error line of ``field`` (None: the general line) says now."""
+        label = self._general if field is None else self._labels[field]
+        return label.text() if not label.isHidden() else ""
+
+
+async def apply_config(bridge: EngineBridge, config: Config) -> str | None:
+    """Save and apply ``config`` through the bridge; None when done, else why it failed."""
+    failures: list[str] = []
+
+    def record(_key: str, message: str, hint: str) -> None:
+        failures.append(f"{message.rstrip('.')}. {hint}" if hint else message)
+
+    bridge.commandFailed.connect(record)
+    try:
+        done = await bridge.apply_config(config)
+    finally:
+        bridge.commandFailed.disconnect(record)
+    if done:
+        return None
+    return failures[0] if failures else "The config could not be saved."
+
+
+def _style(label: QLabel) -> QLabel:
+    label.setStyleSheet(_ERROR_STYLE)
+    label.setWordWrap(True)
+    label.hide()
+    return label
+
+
+def _set_text(label: QLabel, text: str) -> None:
+    label.setText(text)
+    label.setVisible(bool(text))

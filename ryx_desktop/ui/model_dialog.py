@@ -1,0 +1,312 @@
+"""Adding or editing one model: its settings, checked as the config file is, errors by the field.
+
+Managed models (a vLLM container ryx-desktop runs) and remote ones (an OpenAI-compatible server
+that already runs at a URL) share the naming fields; a type choice switches between the rest.
+Saving writes the whole config atomically through the bridge and applies it to the running
+engine; when the edited model runs with a container spec that now differs, the user is offered
+a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+import shlex
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPlainTextEdit,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ryx_desktop.config import Config, ExternalModelConfig, ModelConfig
+from ryx_desktop.ui._form import (
+    FieldErrors,
+    apply_config,
+    check_config,
+    config_data,
+    number_or_text,
+    place,
+    put,
+    shown,
+)
+from ryx_desktop.ui.bridge import EngineBridge
+
+#: Asked with the keys of running models whose spec changed; True restarts them. It may also
+#: return an awaitable of the answer (the default asks with a non-blocking message box).
+AskRestart = Callable[[list[str]], bool | Awaitable[bool]]
+
+MANAGED, REMOTE = 0, 1
+_FIRST_PORT = 8001
+
+
+class ModelDialog(QDialog):
+    """Add (``key`` None) or edit the model ``key``; saving applies it to the running engine."""
+
+    def __init__(
+        self,
+        bridge: EngineBridge,
+        key: str | None,
+        parent: QWidget | None = None,
+        *,
+        ask_restart: AskRestart | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self._bridge = bridge
+        self._key = key
+        self._ask_restart: AskRestart = ask_restart or self._question
+        self._busy = False
+        self.setWindowTitle(f"Edit model {key}" if key else "Add a model")
+        self.errors = FieldErrors(QLabel())
+        self.fields: dict[str, QLineEdit] = {}
+
+        self.kind = QComboBox()
+        self.kind.addItem("Managed: a vLLM container that ryx-desktop runs")
+        self.kind.addItem("Remote: a server that already runs at a URL")
+        self.kind.setEnabled(key is None)
+        form = self._form = QFormLayout()
+        form.addRow("Type", self.kind)
+        self._line("key", "Key", "e.g. small-coder (the container is ryx-vllm-<key>)")
+        self.fields["key"].setReadOnly(key is not None)
+        self._line("name", "Name", "shown in the tray and the window; default: the key")
+        self._line("served_name", "Served name", "what clients send as model")
+        self._line("aliases", "Aliases", "other names, comma separated")
+        self._line("category", "Category", "general, coding, ...")
+        self._line("size", "Size", "small, medium, powerful, ...")
+        self._rows: tuple[list[QWidget], list[QWidget]] = ([], [])  # managed, remote only
+        managed, remote = self._rows
+        managed.append(self._line("model", "Model path", "/models/... or a Hugging Face name"))
+        managed.append(self._line("port", "Port", "host port on 127.0.0.1"))
+        managed.append(self._line("image", "Image", "default: the Docker settings' image"))
+        managed.append(self._line("gpu_memory_utilization", "GPU memory share", "0 to 1: 0.3"))
+        managed.append(self._line("max_model_len", "Max model length", "empty: vLLM's default"))
+        managed.append(self._line("devices", "GPUs", "all, none, or indexes like 0, 1"))
+        managed.append(self._line("extra_args", "Extra vLLM args", "e.g. --trust-remote-code"))
+        self.env = QPlainTextEdit()
+        self.env.setPlaceholderText("NAME=VALUE, one per line")
+        self.env.setFixedHeight(64)
+        managed.append(self._row("env", "Environment", self.env))
+        self.sleep_mode = QCheckBox("Sleep instead of stopping (vLLM sleep mode)")
+        managed.append(self._row("sleep_mode", "", self.sleep_mode))
+        managed.append(self._line("idle_ttl", "Idle timeout (s)", "empty: the general setting"))
+        remote.append(self._line("url", "URL", "http://host:port of an OpenAI-compatible server"))
+        self.kind.currentIndexChanged.connect(self._show_rows)
+        self._show_rows(MANAGED)
+
+        self._buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel
+        )
+        self._buttons.accepted.connect(self._on_save)
+        self._buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.errors.general)
+        layout.addWidget(self._buttons)
+        self._fill(bridge.config)
+
+    # ---- saving -----------------------------------------------------------------------------
+
+    def _on_save(self) -> None:
+        self._bridge.spawn(self.submit())
+
+    async def submit(self) -> bool:
+        """Check the fields; when they are valid, save and apply the config. True once saved."""
+        if self._busy:
+            return False
+        self._busy = True
+        self._buttons.setEnabled(False)
+        try:
+            return await self._submit()
+        finally:
+            self._busy = False
+            self._buttons.setEnabled(True)
+
+    async def _submit(self) -> bool:
+        config = self._bridge.config
+        key = self._key if self._key is not None else self.fields["key"].text().strip()
+        entry, problems = self._entry()
+        if self._key is not None and key not in config.models:
+            self.errors.show([(None, f"{key} is no longer in the config (removed meanwhile).")])
+            return False
+        if self._key is None and key in config.models:
+            problems.append(("key", f"there is already a model called {key!r}"))
+        # Validated with the model last, so a clash with another model is blamed on this one.
+        others = {k: m for k, m in config.models.items() if k != key}
+        checked = check_config({**config_data(config), "models": {**others, key: entry}})
+        problems += place(checked.problems, self.errors.fields, ("models", key), whole="key")
+        if problems:
+            self.errors.show(problems)
+            return False
+        self.errors.show([])
+        new = self._with_model(config, key, entry)
+        failure = await apply_config(self._bridge, new)
+        if failure is not None:
+            self.errors.show([(None, failure)])
+            return False
+        inst = self._bridge.instance(key)
+        if inst.running and inst.config_changed and await self._offer_restart([key]):
+            self._bridge.spawn(self._bridge.restart(key))
+        self.accept()
+        return True
+
+    def _with_model(self, config: Config, key: str, entry: dict[str, Any]) -> Config:
+        """``config`` with ``key`` set to ``entry``, in its place (a new model goes last)."""
+        models: dict[str, Any] = dict(config.models)
+        models[key] = entry
+        checked = check_config({**config_data(config), "models": models})
+        assert checked.config is not None, checked.problems  # valid in another order: valid
+        return checked.config
+
+    async def _offer_restart(self, keys: list[str]) -> bool:
+        answer = self._ask_restart(keys)
+        return await answer if inspect.isawaitable(answer) else answer
+
+    async def _question(self, keys: list[str]) -> bool:
+        # Not QMessageBox.question(): its nested Qt loop inside a task lets qasync run other
+        # tasks (and this one's timer again) re-entrantly. open() plus a future waits instead.
+        names = ", ".join(self._bridge.instance(k).name for k in keys)
+        box = QMessageBox(
+            QMessageBox.Icon.Question,
+            "Restart to apply?",
+            f"{names} is running with its old settings. Restart it now to apply the change?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            self,
+        )
+        box.setDefaultButton(QMessageBox.StandardButton.Yes)
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+        def done(_result: int) -> None:
+            if not answer.done():
+                answer.set_result(box.clickedButton() is box.button(QMessageBox.StandardButton.Yes))
+
+        box.finished.connect(done)
+        box.open()
+        try:
+            return await answer
+        finally:
+            box.deleteLater()
+
+    # ---- fields <-> config data -------------------------------------------------------------
+
+    def _entry(self) -> tuple[dict[str, Any], list[tuple[str | None, str]]]:
+        """The model's settings as config data, and the fields that could not even be read."""
+        text = {field: edit.text().strip() for field, edit in self.fields.items()}
+        managed = self.kind.currentIndex() == MANAGED
+        existing = self._bridge.config.models.get(self._key) if self._key is not None else None
+        kept = existing is not None and isinstance(existing, ModelConfig) == managed
+        # Start from the model as it is, so settings without a field here (start_timeout) stay.
+        entry: dict[str, Any] = existing.model_dump() if existing is not None and kept else {}
+        unreadable: list[tuple[str | None, str]] = []
+        entry["name"] = text["name"] or None
+        entry["served_name"] = text["served_name"] or None
+        entry["aliases"] = [a.strip() for a in text["aliases"].split(",") if a.strip()]
+        put(entry, "category", text["category"])
+        put(entry, "size", text["size"])
+        if not managed:
+            put(entry, "url", text["url"])
+            return entry, unreadable
+        put(entry, "model", text["model"])
+        put(entry, "port", number_or_text(text["port"]))
+        entry["image"] = text["image"] or None
+        put(entry, "gpu_memory_utilization", number_or_text(text["gpu_memory_utilization"]))
+        entry["max_model_len"] = number_or_text(text["max_model_len"])
+        put(entry, "devices", _devices(text["devices"]))
+        try:
+            entry["extra_args"] = shlex.split(text["extra_args"])
+        except ValueError as exc:
+            unreadable.append(("extra_args", f"cannot split the arguments: {exc}"))
+            entry.pop("extra_args", None)
+        env, bad_lines = _env(self.env.toPlainText())
+        entry["env"] = env
+        unreadable += [("env", line) for line in bad_lines]
+        entry["sleep_mode"] = self.sleep_mode.isChecked()
+        entry["idle_ttl"] = number_or_text(text["idle_ttl"])
+        return entry, unreadable
+
+    def _fill(self, config: Config) -> None:
+        model = config.models.get(self._key) if self._key is not None else None
+        if model is None:
+            self.fields["port"].setText(str(_free_port(config)))
+            return
+        self.fields["key"].setText(self._key or "")
+        self.fields["name"].setText(model.name or "")
+        self.fields["served_name"].setText(model.served_name or "")
+        self.fields["aliases"].setText(", ".join(model.aliases))
+        self.fields["category"].setText(model.category)
+        self.fields["size"].setText(model.size)
+        if isinstance(model, ExternalModelConfig):
+            self.kind.setCurrentIndex(REMOTE)
+            self.fields["url"].setText(model.url)
+            return
+        for field in ("model", "port", "image", "gpu_memory_utilization", "max_model_len"):
+            self.fields[field].setText(shown(getattr(model, field)))
+        self.fields["idle_ttl"].setText(shown(model.idle_ttl))
+        devices = model.devices
+        self.fields["devices"].setText(
+            devices if isinstance(devices, str) else ", ".join(map(str, devices))
+        )
+        self.fields["extra_args"].setText(shlex.join(model.extra_args))
+        self.env.setPlainText("\n".join(f"{k}={v}" for k, v in model.env.items()))
+        self.sleep_mode.setChecked(model.sleep_mode)
+
+    def _show_rows(self, kind: int) -> None:
+        for index, rows in enumerate(self._rows):
+            for row in rows:
+                self._form.setRowVisible(row, index == kind)
+
+    def _line(self, field: str, label: str, placeholder: str) -> QWidget:
+        edit = QLineEdit()
+        edit.setObjectName(field)
+        edit.setPlaceholderText(placeholder)
+        self.fields[field] = edit
+        return self._row(field, label, edit)
+
+    def _row(self, field: str, label: str, widget: QWidget) -> QWidget:
+        """A form row: ``widget`` with its error line; returns the row's field widget."""
+        row = self.errors.wrap(field, widget)
+        self._form.addRow(label, row)
+        return row
+
+
+def _devices(text: str) -> object:
+    """``all``, ``none`` or GPU indexes (``0, 1`` or ``[0, 1]``); anything else for the schema."""
+    if text.lower() in ("", "all", "none"):
+        return text.lower() or None
+    parts = [p for p in re.split(r"[,\s]+", text.strip("[] ")) if p]
+    return [number_or_text(p) for p in parts]
+
+
+def _env(text: str) -> tuple[dict[str, str], list[str]]:
+    """``NAME=VALUE`` lines as a mapping, and a sentence for each line that is not one."""
+    env: dict[str, str] = {}
+    bad: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        name, sep, value = line.partition("=")
+        if not sep or not name.strip():
+            bad.append(f"line {number}: write NAME=VALUE, not {line.strip()!r}")
+        else:
+            env[name.strip()] = value.strip()
+    return env, bad
+
+
+def _free_port(config: Config) -> int:
+    """The first port from 8001 that neither the proxy nor another model uses."""
+    taken = {m.port for m in config.models.values() if isinstance(m, ModelConfig)}
+    taken.add(config.proxy.port)
+    port = _FIRST_PORT
+    while port in taken:
+        port += 1
+    return port
