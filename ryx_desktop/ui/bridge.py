@@ -62,6 +62,8 @@ class EngineBridge(QObject):
         self._unsubscribe = [
             supervisor.subscribe(self.instanceChanged.emit),
             supervisor.subscribe_selection(self.selectionChanged.emit),
+            # Every config change, whoever made it (a dialog here, or the control API).
+            supervisor.subscribe_config(self.configChanged.emit),
         ]
         if vram_source is not None:
             self._unsubscribe.append(vram_source(self._on_vram))
@@ -137,7 +139,6 @@ class EngineBridge(QObject):
         except RyxError as exc:
             self.commandFailed.emit("", exc.message, exc.hint)
             return False
-        self.configChanged.emit(config)
         return True
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:

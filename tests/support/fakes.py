@@ -89,6 +89,7 @@ class FakeRuntime:
         self._ids = itertools.count(1)
         self._events: asyncio.Queue[RuntimeEvent] = asyncio.Queue()
         self._log_waiters: dict[str, asyncio.Event] = {}
+        self.live_logs = False  # follow_logs waits for write_log lines until the container ends
 
     # -- helpers for tests --
     def by_key(self, key: str) -> FakeContainer | None:
@@ -114,6 +115,16 @@ class FakeRuntime:
         self.containers[cid] = FakeContainer(info, None, served_name, serving=True)
         return cid
 
+    def write_log(self, cid: str, *lines: str) -> None:
+        """The container prints ``lines``; a live ``follow_logs`` yields them at once."""
+        self.containers[cid].log_lines.extend(lines)
+        self._wake_log_followers(cid)
+
+    def _wake_log_followers(self, cid: str) -> None:
+        waiter = self._log_waiters.pop(cid, None)
+        if waiter is not None:
+            waiter.set()
+
     def emit(self, event: RuntimeEvent) -> None:
         self._events.put_nowait(event)
 
@@ -123,6 +134,7 @@ class FakeRuntime:
         c.serving = False
         c.info = replace(c.info, status=ContainerStatus.EXITED, exit_code=code, oom_killed=oom)
         self.emit(RuntimeEvent(RuntimeEventKind.DIE, cid, c.info.model_key, code))
+        self._wake_log_followers(cid)
 
     # -- ContainerRuntime --
     async def list_models(self) -> list[ContainerInfo]:
@@ -172,9 +184,11 @@ class FakeRuntime:
         c = self.containers.pop(container_id, None)
         if c is not None:
             self.calls.append(("stop", c.info.model_key))
+        self._wake_log_followers(container_id)
 
     async def remove(self, container_id: str) -> None:
         self.containers.pop(container_id, None)
+        self._wake_log_followers(container_id)
 
     async def logs(self, container_id: str, tail: int) -> list[str]:
         c = self.containers.get(container_id)
@@ -182,9 +196,20 @@ class FakeRuntime:
 
     async def follow_logs(self, container_id: str, tail: int = 0) -> AsyncIterator[str]:
         c = self.containers.get(container_id)
-        for line in list(c.log_lines) if c else []:
-            await asyncio.sleep(0)
-            yield line
+        if not self.live_logs or c is None:
+            for line in list(c.log_lines) if c else []:
+                await asyncio.sleep(0)
+                yield line
+            return
+        sent = 0
+        while True:
+            while sent < len(c.log_lines):
+                sent += 1
+                await asyncio.sleep(0)
+                yield c.log_lines[sent - 1]
+            if self.containers.get(container_id) is not c or not _running(c):
+                return
+            await self._log_waiters.setdefault(container_id, asyncio.Event()).wait()
 
     async def events(self) -> AsyncIterator[RuntimeEvent]:
         while True:
@@ -192,6 +217,10 @@ class FakeRuntime:
 
     async def close(self) -> None:
         return None
+
+
+def _running(c: FakeContainer) -> bool:
+    return c.info.status is ContainerStatus.RUNNING
 
 
 class FakeHealth:

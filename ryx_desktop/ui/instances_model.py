@@ -1,0 +1,390 @@
+"""The manager window's table: one row per configured model, read from the bridge's snapshots.
+
+``InstancesTableModel`` turns :class:`~ryx_desktop.core.states.Instance` snapshots, the config
+and the latest VRAM report into cells; ``ProgressDelegate`` paints a progress bar in the state
+cell while a model starts (pulling the image, then vLLM's load percent).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    QRect,
+    QSize,
+    Qt,
+)
+from PySide6.QtGui import QFont, QPainter
+from PySide6.QtWidgets import (
+    QApplication,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionProgressBar,
+    QStyleOptionViewItem,
+)
+
+from ryx_desktop.config import Config, ModelConfig
+from ryx_desktop.core.gpu import VramReport
+from ryx_desktop.core.routing import served_name
+from ryx_desktop.core.states import Instance, InstanceState, Progress, ProgressPhase
+from ryx_desktop.ui.bridge import EngineBridge
+from ryx_desktop.ui.icons import state_colour, state_pixmap
+
+#: The load percent (0 to 100) while a model starts, -1 while starting with no figure, else None.
+PROGRESS_ROLE = Qt.ItemDataRole.UserRole + 1
+#: The progress text shown in the bar ("loading 60 %"), or None when not starting.
+PROGRESS_TEXT_ROLE = Qt.ItemDataRole.UserRole + 2
+#: True on the row of the selected model (the one answering requests that name no model).
+SELECTED_ROLE = Qt.ItemDataRole.UserRole + 3
+#: The model key of the row.
+KEY_ROLE = Qt.ItemDataRole.UserRole + 4
+
+NONE = "\u2014"  # em dash: nothing to show (not running, not applicable)
+SELECTED_MARK = "\u2605 "  # a star before the selected model's name
+GIB = 1024**3
+_DOT_SIZE = 12
+
+
+class Column(enum.IntEnum):
+    STATE = 0
+    NAME = enum.auto()
+    SERVED = enum.auto()
+    CATEGORY = enum.auto()
+    SIZE = enum.auto()
+    PORT = enum.auto()
+    BUDGET = enum.auto()
+    VRAM = enum.auto()
+    REQUESTS = enum.auto()
+    UPTIME = enum.auto()
+
+
+HEADERS: dict[Column, str] = {
+    Column.STATE: "State",
+    Column.NAME: "Name",
+    Column.SERVED: "Served name",
+    Column.CATEGORY: "Category",
+    Column.SIZE: "Size",
+    Column.PORT: "Port",
+    Column.BUDGET: "GPU budget",
+    Column.VRAM: "VRAM used",
+    Column.REQUESTS: "Requests (run / wait)",
+    Column.UPTIME: "Uptime",
+}
+
+
+def progress_text(progress: Progress | None) -> str:
+    """What a starting model is doing, e.g. ``pulling image 40 %`` or ``loading 60 %``."""
+    if progress is None:
+        return "starting"
+    words = {
+        ProgressPhase.PULL: "pulling image",
+        ProgressPhase.CREATE: "creating container",
+        ProgressPhase.LOAD: "loading",
+    }[progress.phase]
+    return f"{words} {progress.percent:.0f} %" if progress.percent is not None else words
+
+
+def format_uptime(seconds: float) -> str:
+    """``h:mm:ss`` (hours are not wrapped at 24)."""
+    whole = max(0, int(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def format_gib(value: int) -> str:
+    return f"{value / GIB:.1f} GiB"
+
+
+def _count(value: float | None) -> str:
+    return "N/A" if value is None else f"{value:g}"
+
+
+def placeholder_instance(config: Config, key: str) -> Instance:
+    """A stopped snapshot for a model the engine has not taken in yet (just added)."""
+    model = config.models[key]
+    managed = isinstance(model, ModelConfig)
+    return Instance(
+        key=key,
+        name=model.display_name(key),
+        served_name=served_name(config, key),
+        aliases=tuple(model.aliases),
+        external=not managed,
+        port=model.port if isinstance(model, ModelConfig) else None,
+        url=f"http://127.0.0.1:{model.port}" if isinstance(model, ModelConfig) else model.url,
+        gpu_memory_utilization=(
+            model.gpu_memory_utilization if isinstance(model, ModelConfig) else None
+        ),
+        state=InstanceState.STOPPED if managed else InstanceState.UNREACHABLE,
+    )
+
+
+class InstancesTableModel(QAbstractTableModel):
+    """Every configured model as a row; cells update from the bridge's signals."""
+
+    def __init__(
+        self,
+        bridge: EngineBridge,
+        clock: Callable[[], float] = time.monotonic,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self._bridge = bridge
+        self._clock = clock
+        self._config = bridge.config
+        self._keys: list[str] = []
+        self._instances: dict[str, Instance] = {}
+        self._selected = bridge.selected()
+        self._load()
+        bridge.instanceChanged.connect(self._on_instance)
+        bridge.vramChanged.connect(self._on_vram)
+        bridge.selectionChanged.connect(self._on_selection)
+        bridge.configChanged.connect(self._on_config)
+
+    # ---- lookups ------------------------------------------------------------------------------
+
+    def key_at(self, row: int) -> str | None:
+        return self._keys[row] if 0 <= row < len(self._keys) else None
+
+    def row_of(self, key: str) -> int | None:
+        try:
+            return self._keys.index(key)
+        except ValueError:
+            return None
+
+    def instance_at(self, row: int) -> Instance | None:
+        key = self.key_at(row)
+        return self._instances.get(key) if key is not None else None
+
+    @property
+    def config(self) -> Config:
+        """The config the rows come from (the latest one applied)."""
+        return self._config
+
+    def model_keys(self) -> list[str]:
+        return list(self._keys)
+
+    # ---- QAbstractTableModel -----------------------------------------------------------------
+
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self._keys)
+
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(Column)
+
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        if orientation is Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return HEADERS[Column(section)] if 0 <= section < len(Column) else None
+        return None
+
+    def data(
+        self,
+        index: QModelIndex | QPersistentModelIndex,
+        role: int = Qt.ItemDataRole.DisplayRole,
+    ) -> Any:
+        inst = self.instance_at(index.row()) if index.isValid() else None
+        if inst is None:
+            return None
+        column = Column(index.column())
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._text(inst, column)
+        if role == KEY_ROLE:
+            return inst.key
+        if role == SELECTED_ROLE:
+            return inst.key == self._selected
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return self._tooltip(inst, column)
+        if column is Column.STATE:
+            return self._state_data(inst, role)
+        if (
+            column is Column.NAME
+            and role == Qt.ItemDataRole.FontRole
+            and inst.key == self._selected
+        ):
+            font = QFont()
+            font.setBold(True)
+            return font
+        if role == Qt.ItemDataRole.TextAlignmentRole and column in _NUMERIC:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    def _state_data(self, inst: Instance, role: int) -> Any:
+        if role == Qt.ItemDataRole.DecorationRole:
+            return state_pixmap(inst.state, size=_DOT_SIZE)
+        if role == Qt.ItemDataRole.ForegroundRole and inst.state is InstanceState.FAILED:
+            return state_colour(inst.state)
+        starting = inst.state is InstanceState.STARTING
+        if role == PROGRESS_ROLE:
+            if not starting:
+                return None
+            percent = inst.progress.percent if inst.progress is not None else None
+            return -1 if percent is None else float(percent)
+        if role == PROGRESS_TEXT_ROLE:
+            return progress_text(inst.progress) if starting else None
+        return None
+
+    # ---- cell texts ----------------------------------------------------------------------------
+
+    def _text(self, inst: Instance, column: Column) -> str:
+        model = self._config.models.get(inst.key)
+        match column:
+            case Column.STATE:
+                return inst.state.value
+            case Column.NAME:
+                mark = SELECTED_MARK if inst.key == self._selected else ""
+                return f"{mark}{inst.name}"
+            case Column.SERVED:
+                return inst.served_name
+            case Column.CATEGORY:
+                return model.category if model is not None else NONE
+            case Column.SIZE:
+                return model.size if model is not None else NONE
+            case Column.PORT:
+                return str(inst.port) if inst.port is not None else "external"
+            case Column.BUDGET:
+                budget = inst.gpu_memory_utilization
+                return f"{budget * 100:.0f} %" if budget is not None else NONE
+            case Column.VRAM:
+                return self._vram_text(inst)
+            case Column.REQUESTS:
+                return self._requests_text(inst)
+            case Column.UPTIME:
+                if inst.started_at is None or not inst.running:
+                    return NONE
+                return format_uptime(self._clock() - inst.started_at)
+
+    def _vram_text(self, inst: Instance) -> str:
+        if inst.external or not inst.running:
+            return NONE
+        report = self._bridge.vram()
+        used = report.used_by(inst.key) if report is not None else None
+        return format_gib(used) if used is not None else "N/A"
+
+    def _requests_text(self, inst: Instance) -> str:
+        if not inst.running and inst.state is not InstanceState.READY:
+            return NONE
+        metrics = inst.metrics
+        if metrics is None:
+            text = f"{inst.in_flight} / N/A"
+        else:
+            text = f"{_count(metrics.requests_running)} / {_count(metrics.requests_waiting)}"
+        return f"{text} ({inst.in_flight} via proxy)" if inst.in_flight else text
+
+    def _tooltip(self, inst: Instance, column: Column) -> str | None:
+        if column is Column.STATE:
+            parts = [inst.state.value]
+            if inst.state is InstanceState.STARTING and inst.progress is not None:
+                parts.append(progress_text(inst.progress))
+                if inst.progress.detail:
+                    parts.append(inst.progress.detail)
+            if inst.failure is not None:
+                parts.append(inst.failure.message)
+            elif inst.note:
+                parts.append(inst.note)
+            return ": ".join(parts)
+        if column is Column.NAME and inst.key == self._selected:
+            return f"{inst.name} is selected: it answers requests that name no model"
+        if column is Column.PORT and inst.url:
+            return inst.url
+        if column is Column.REQUESTS:
+            return "requests vLLM is running / waiting to run, and in flight through the proxy"
+        return None
+
+    # ---- updates ---------------------------------------------------------------------------------
+
+    def refresh_uptime(self) -> None:
+        """Tell views the uptime column changed (the window calls this every second)."""
+        self._column_changed(Column.UPTIME)
+
+    def _load(self) -> None:
+        self._keys = list(self._config.models)
+        known = {inst.key: inst for inst in self._bridge.instances()}
+        self._instances = {
+            key: known.get(key) or placeholder_instance(self._config, key) for key in self._keys
+        }
+
+    def _on_instance(self, inst: Instance) -> None:
+        row = self.row_of(inst.key)
+        if row is None:
+            return
+        self._instances[inst.key] = inst
+        self.dataChanged.emit(self.index(row, 0), self.index(row, len(Column) - 1))
+
+    def _on_vram(self, _report: VramReport) -> None:
+        self._column_changed(Column.VRAM)
+
+    def _on_selection(self, key: str | None) -> None:
+        old, self._selected = self._selected, key
+        for changed in {old, key}:
+            row = self.row_of(changed) if changed is not None else None
+            if row is not None:
+                self.dataChanged.emit(self.index(row, 0), self.index(row, len(Column) - 1))
+
+    def _on_config(self, config: Config) -> None:
+        self.beginResetModel()
+        self._config = config
+        self._selected = self._bridge.selected()
+        self._load()
+        self.endResetModel()
+
+    def _column_changed(self, column: Column) -> None:
+        if self._keys:
+            self.dataChanged.emit(self.index(0, column), self.index(len(self._keys) - 1, column))
+
+
+_NUMERIC = frozenset({Column.PORT, Column.BUDGET, Column.VRAM, Column.REQUESTS, Column.UPTIME})
+
+
+class ProgressDelegate(QStyledItemDelegate):
+    """Paints the state cell as a progress bar while the model starts; otherwise as usual.
+
+    A known percent fills the bar; an unknown one draws a busy (indeterminate) bar.
+    """
+
+    def paint(
+        self,
+        painter: QPainter,
+        option: QStyleOptionViewItem,
+        index: QModelIndex | QPersistentModelIndex,
+    ) -> None:
+        percent = index.data(PROGRESS_ROLE)
+        if percent is None:
+            super().paint(painter, option, index)
+            return
+        item = QStyleOptionViewItem(option)
+        self.initStyleOption(item, index)
+        widget = item.widget
+        style = widget.style() if widget is not None else QApplication.style()
+        style.drawPrimitive(QStyle.PrimitiveElement.PE_PanelItemViewItem, item, painter, widget)
+        rect = QRect(item.rect)
+        pixmap = index.data(Qt.ItemDataRole.DecorationRole)
+        if pixmap is not None:
+            top = rect.top() + (rect.height() - _DOT_SIZE) // 2
+            painter.drawPixmap(rect.left() + 3, top, pixmap)
+            rect.setLeft(rect.left() + _DOT_SIZE + 6)
+        bar = QStyleOptionProgressBar()
+        if widget is not None:
+            bar.initFrom(widget)
+        bar.rect = rect.adjusted(1, 2, -2, -2)
+        bar.minimum = 0
+        bar.maximum = 0 if percent < 0 else 100  # 0..0 is "busy"
+        bar.progress = 0 if percent < 0 else round(percent)
+        bar.text = index.data(PROGRESS_TEXT_ROLE) or ""
+        bar.textVisible = True
+        bar.textAlignment = Qt.AlignmentFlag.AlignCenter
+        style.drawControl(QStyle.ControlElement.CE_ProgressBar, bar, painter, widget)
+
+    def sizeHint(
+        self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
+    ) -> QSize:
+        size = super().sizeHint(option, index)
+        return QSize(max(size.width(), 170), size.height())

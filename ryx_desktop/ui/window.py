@@ -1,0 +1,554 @@
+"""The model manager window: every model's state, the VRAM gauges, details and the live log.
+
+Commands go down through the bridge as tasks (``start``, ``stop``, ... return the task, so a
+test can await what a toolbar click set off); state comes up through the bridge's signals. No
+modal dialog blocks the loop: questions and dialogs are opened with ``open()``, and engine
+errors show in a banner at the top of the window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from PySide6.QtCore import QItemSelectionModel, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QDialog,
+    QFrame,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QSplitter,
+    QStyle,
+    QTableView,
+    QTabWidget,
+    QTextBrowser,
+    QToolBar,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ryx_desktop.config import Config
+from ryx_desktop.core.routing import resolve_model
+from ryx_desktop.core.states import Instance, InstanceState
+from ryx_desktop.ui.bridge import EngineBridge
+from ryx_desktop.ui.gauge import VramPanel
+from ryx_desktop.ui.instances_model import (
+    Column,
+    InstancesTableModel,
+    ProgressDelegate,
+    progress_text,
+)
+from ryx_desktop.ui.log_view import Clipboard, LogView
+from ryx_desktop.ui.model_dialog import ModelDialog
+from ryx_desktop.ui.settings import AutostartEntry, SettingsDialog
+
+TITLE = "ryx-desktop - model manager"
+
+#: Asks the user a yes/no question (title, text) without blocking the loop.
+Confirm = Callable[[str, str], Awaitable[bool]]
+
+ACTIONS = ("start", "stop", "restart", "select", "logs", "add", "edit", "remove", "settings")
+_ACTION_TEXT = {
+    "start": "Start",
+    "stop": "Stop",
+    "restart": "Restart",
+    "select": "Select",
+    "logs": "Logs",
+    "add": "Add",
+    "edit": "Edit",
+    "remove": "Remove",
+    "settings": "Settings",
+}
+_ACTION_TIPS = {
+    "start": "Start the model and wait until it is ready",
+    "stop": "Stop the model and remove its container",
+    "restart": "Stop the model, then start it with the current config",
+    "select": "Make this the model that answers requests naming no model",
+    "logs": "Show the live log of the model's container",
+    "add": "Add a model to the config",
+    "edit": "Edit the model's settings",
+    "remove": "Remove the model from the config (stopping it first)",
+    "settings": "Proxy, Docker and GPU settings",
+}
+_STARTABLE = frozenset({InstanceState.STOPPED, InstanceState.FAILED})
+_RESTARTABLE = frozenset(
+    {InstanceState.READY, InstanceState.UNHEALTHY, InstanceState.SLEEPING, InstanceState.FAILED}
+)
+
+
+_COLUMN_WIDTHS = {
+    Column.STATE: 170,
+    Column.NAME: 170,
+    Column.CATEGORY: 80,
+    Column.SIZE: 80,
+    Column.PORT: 70,
+    Column.BUDGET: 90,
+    Column.VRAM: 90,
+    Column.REQUESTS: 150,
+    Column.UPTIME: 80,
+}
+
+
+def action_states(inst: Instance | None, selected: str | None) -> dict[str, bool]:
+    """Which toolbar actions apply to ``inst`` (the table's current row, None: no row)."""
+    row = inst is not None
+    managed = inst is not None and not inst.external
+    state = inst.state if inst is not None else None
+    stoppable = inst is not None and (
+        inst.running or (state is InstanceState.FAILED and inst.container_id is not None)
+    )
+    return {
+        "start": managed and state in _STARTABLE,
+        "stop": managed and stoppable,
+        "restart": managed and state in _RESTARTABLE,
+        "select": row and inst is not None and inst.key != selected,
+        "logs": managed,
+        "add": True,
+        "edit": row,
+        "remove": row,
+        "settings": True,
+    }
+
+
+def requests_per_second(
+    before: tuple[float, int | None] | None, after: tuple[float, int | None]
+) -> float | None:
+    """Requests per second between two (time, requests total) samples; None when unknown.
+
+    A total that went down (the proxy restarted) counts from zero.
+    """
+    if before is None:
+        return None
+    (t0, n0), (t1, n1) = before, after
+    if n0 is None or n1 is None or t1 <= t0:
+        return None
+    done = n1 - n0 if n1 >= n0 else n1
+    return done / (t1 - t0)
+
+
+def details_html(inst: Instance | None, selected: str | None) -> str:
+    """The details pane for one model, as HTML (every value escaped)."""
+    if inst is None:
+        return "<p>Select a model in the table.</p>"
+    e = html.escape
+    rows = [
+        ("Name", inst.name),
+        ("Key", inst.key),
+        ("Served name", inst.served_name),
+        ("Aliases", ", ".join(inst.aliases) or "none"),
+        ("Port", str(inst.port) if inst.port is not None else "external"),
+        ("URL", inst.url or "none"),
+        ("State", inst.state.value),
+    ]
+    if inst.key == selected:
+        rows.append(("Selected", "yes: answers requests that name no model"))
+    if inst.state is InstanceState.STARTING:
+        rows.append(("Progress", progress_text(inst.progress)))
+        if inst.progress is not None and inst.progress.detail:
+            rows.append(("Detail", inst.progress.detail))
+    if inst.container_id:
+        rows.append(("Container", inst.container_id + (" (adopted)" if inst.adopted else "")))
+    if inst.note:
+        rows.append(("Note", inst.note))
+    if inst.config_changed:
+        rows.append(("Config", "runs with an older config: restart to apply the new one"))
+    body = "".join(f"<tr><th align='left'>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows)
+    out = f"<h3>{e(inst.name)}</h3><table cellspacing='4'>{body}</table>"
+    failure = inst.failure
+    if failure is not None:
+        out += f"<h4 style='color:#d23c3c'>Failed: {e(failure.message)}</h4>"
+        if failure.hint:
+            out += f"<p><b>Hint:</b> {e(failure.hint)}</p>"
+        if failure.exit_code is not None:
+            out += f"<p>Exit code: {failure.exit_code}</p>"
+        if failure.log_tail:
+            out += "<p>Last log lines:</p><pre>" + e("\n".join(failure.log_tail)) + "</pre>"
+    return out
+
+
+def config_without(config: Config, key: str, selected: str | None) -> Config:
+    """``config`` with model ``key`` removed; a default that named it moves to another model.
+
+    The new default is the selected model when that is another one, else the first remaining
+    model, else none.
+    """
+    models = {k: m for k, m in config.models.items() if k != key}
+    default = config.default_model
+    if default is not None and resolve_model(config, default) == key:
+        if selected is not None and selected != key and selected in models:
+            default = selected
+        else:
+            default = next(iter(models), None)
+    return config.model_copy(update={"models": models, "default_model": default})
+
+
+class ManagerWindow(QMainWindow):
+    """The model manager. Closing it hides it while ``hide_on_close`` (the tray keeps running)."""
+
+    closed = Signal()
+
+    def __init__(
+        self,
+        bridge: EngineBridge,
+        *,
+        clipboard: Clipboard | None = None,
+        confirm: Confirm | None = None,
+        clock: Callable[[], float] | None = None,
+        autostart: AutostartEntry | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self._bridge = bridge
+        self._confirm: Confirm = confirm if confirm is not None else self._ask
+        self._clock = clock if clock is not None else time.monotonic
+        self._autostart = autostart
+        self._rate_sample: tuple[float, int | None] | None = None
+        self._dialogs: list[QDialog] = []
+        self._kept_key: str | None = None  # the current row's key across a model reset
+        self._details_source = ""
+        self.hide_on_close = True
+        self.setWindowTitle(TITLE)
+        self.resize(1100, 760)
+
+        self.model = InstancesTableModel(bridge, self._clock, self)
+        self.table = self._build_table()
+        self.details = QTextBrowser(self)
+        self.details.setObjectName("details")
+        self.details.setOpenExternalLinks(False)
+        self.vram_panel = VramPanel(bridge, self)
+        self.log_view = LogView(bridge, clipboard=clipboard, parent=self)
+        self.tabs = QTabWidget(self)
+        self.tabs.addTab(self.details, "Details")
+        self.tabs.addTab(self.log_view, "Log")
+
+        self._notice = QLabel(self)
+        self._notice.setObjectName("notice")
+        self._notice.setWordWrap(True)
+        self._notice.setTextFormat(Qt.TextFormat.PlainText)
+        self._banner = self._build_banner()
+
+        splitter = QSplitter(Qt.Orientation.Vertical, self)
+        splitter.addWidget(self.table)
+        splitter.addWidget(self.vram_panel)
+        splitter.addWidget(self.tabs)
+        splitter.setStretchFactor(0, 3)
+        splitter.setStretchFactor(1, 0)
+        splitter.setStretchFactor(2, 3)
+        central = QWidget(self)
+        layout = QVBoxLayout(central)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self._banner)
+        layout.addWidget(splitter, 1)
+        self.setCentralWidget(central)
+
+        self._actions = self._build_toolbar()
+        self._proxy_label = QLabel(self)
+        self._proxy_label.setObjectName("proxy-status")
+        self._proxy_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self._rate_label = QLabel("N/A req/s", self)
+        self._rate_label.setObjectName("request-rate")
+        self.statusBar().addPermanentWidget(self._proxy_label)
+        self.statusBar().addPermanentWidget(self._rate_label)
+        self.set_proxy_status(bridge.proxy_url)
+
+        self._ticker = QTimer(self)
+        self._ticker.setInterval(1000)
+        self._ticker.timeout.connect(self._tick)
+        self._ticker.start()
+
+        bridge.instanceChanged.connect(self._on_instance)
+        bridge.selectionChanged.connect(self._on_selection)
+        bridge.commandFailed.connect(self._on_command_failed)
+        self.model.modelAboutToBeReset.connect(self._remember_row)
+        self.model.modelReset.connect(self._restore_row)
+        self.table.selectionModel().currentRowChanged.connect(self._on_current_row)
+        first = bridge.selected() or self.model.key_at(0)
+        if first is not None:
+            self.select_model(first)
+        self._refresh()
+
+    # ---- building ----------------------------------------------------------------------------
+
+    def _build_table(self) -> QTableView:
+        table = QTableView(self)
+        table.setObjectName("instances")
+        table.setModel(self.model)
+        table.setItemDelegateForColumn(Column.STATE, ProgressDelegate(table))
+        table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        table.verticalHeader().setVisible(False)
+        table.setAlternatingRowColors(True)
+        table.setWordWrap(False)
+        header = table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setSectionResizeMode(Column.SERVED, QHeaderView.ResizeMode.Stretch)
+        for column, width in _COLUMN_WIDTHS.items():
+            table.setColumnWidth(column, width)
+        table.doubleClicked.connect(lambda _index: self.show_logs(self.current_key()))
+        return table
+
+    def _build_banner(self) -> QFrame:
+        banner = QFrame(self)
+        banner.setObjectName("banner")
+        banner.setFrameShape(QFrame.Shape.StyledPanel)
+        banner.setStyleSheet("QFrame#banner { background: #fff4d6; border: 1px solid #f0a020; }")
+        dismiss = QToolButton(banner)
+        dismiss.setObjectName("dismiss-notice")
+        dismiss.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_TitleBarCloseButton))
+        dismiss.setAutoRaise(True)
+        dismiss.setToolTip("Dismiss")
+        dismiss.clicked.connect(banner.hide)
+        row = QHBoxLayout(banner)
+        row.setContentsMargins(8, 4, 4, 4)
+        row.addWidget(self._notice, 1)
+        row.addWidget(dismiss)
+        banner.hide()
+        return banner
+
+    def _build_toolbar(self) -> dict[str, QAction]:
+        toolbar = QToolBar("Models", self)
+        toolbar.setObjectName("toolbar")
+        toolbar.setMovable(False)
+        self.addToolBar(toolbar)
+        handlers: dict[str, Callable[[], object]] = {
+            "start": self.start,
+            "stop": self.stop,
+            "restart": self.restart,
+            "select": self.select,
+            "logs": lambda: self.show_logs(self.current_key()),
+            "add": lambda: self.open_model_dialog(None),
+            "edit": lambda: self.open_model_dialog(self.current_key()),
+            "remove": self.remove,
+            "settings": self.open_settings,
+        }
+        actions: dict[str, QAction] = {}
+        for name in ACTIONS:
+            action = QAction(_ACTION_TEXT[name], self)
+            action.setObjectName(name)
+            action.setToolTip(_ACTION_TIPS[name])
+            action.triggered.connect(lambda _checked=False, handler=handlers[name]: handler())
+            toolbar.addAction(action)
+            if name in ("select", "logs"):
+                toolbar.addSeparator()
+            actions[name] = action
+        return actions
+
+    # ---- lookups -------------------------------------------------------------------------------
+
+    def action(self, name: str) -> QAction:
+        """The toolbar action called ``name`` (see ``ACTIONS``)."""
+        return self._actions[name]
+
+    def current_key(self) -> str | None:
+        """The key of the table's selected row (None: no row)."""
+        index = self.table.selectionModel().currentIndex()
+        return self.model.key_at(index.row()) if index.isValid() else None
+
+    def notice_text(self) -> str:
+        """The banner's text ("" while hidden)."""
+        return self._notice.text() if not self._banner.isHidden() else ""
+
+    def proxy_status_text(self) -> str:
+        return self._proxy_label.text()
+
+    def request_rate_text(self) -> str:
+        return self._rate_label.text()
+
+    # ---- what the app and the tray call ------------------------------------------------------
+
+    def select_model(self, key: str) -> None:
+        """Select model ``key``'s row in the table (not the model requests go to)."""
+        row = self.model.row_of(key)
+        if row is None:
+            return
+        flags = (
+            QItemSelectionModel.SelectionFlag.ClearAndSelect
+            | QItemSelectionModel.SelectionFlag.Rows
+        )
+        self.table.selectionModel().setCurrentIndex(self.model.index(row, 0), flags)
+        self.table.scrollTo(self.model.index(row, 0))
+
+    def show_logs(self, key: str | None) -> None:
+        """Select ``key``'s row and bring its live log to the front."""
+        if key is None:
+            return
+        self.select_model(key)
+        self.tabs.setCurrentWidget(self.log_view)
+        self.log_view.follow(key)
+        self.log_view.text_edit.setFocus()
+
+    def show_notice(self, text: str, hint: str = "") -> None:
+        """Show ``text`` (and ``hint``) in the banner at the top until dismissed."""
+        self._notice.setText(f"{text}\n{hint}" if hint else text)
+        self._banner.show()
+
+    def hide_notice(self) -> None:
+        self._banner.hide()
+
+    def set_proxy_status(self, url: str | None, note: str = "") -> None:
+        """Show where the proxy listens, or why it is off."""
+        if url is not None:
+            self._proxy_label.setText(f"Proxy: {url}")
+        else:
+            self._proxy_label.setText(f"Proxy off: {note}" if note else "Proxy off")
+
+    def sample_requests(self) -> float | None:
+        """Take a sample of the proxy's request count and show the rate since the last one."""
+        sample = (self._clock(), self._bridge.requests_total())
+        rate = requests_per_second(self._rate_sample, sample)
+        self._rate_sample = sample
+        if sample[1] is None:
+            self._rate_label.setText("N/A req/s")
+        elif rate is not None:
+            self._rate_label.setText(f"{rate:.1f} req/s")
+        return rate
+
+    # ---- commands (each returns its task) -----------------------------------------------------
+
+    def start(self, key: str | None = None) -> asyncio.Task[Any] | None:
+        key = key or self.current_key()
+        return self._bridge.spawn(self._bridge.start(key)) if key else None
+
+    def stop(self, key: str | None = None) -> asyncio.Task[Any] | None:
+        key = key or self.current_key()
+        return self._bridge.spawn(self._bridge.stop(key)) if key else None
+
+    def restart(self, key: str | None = None) -> asyncio.Task[Any] | None:
+        key = key or self.current_key()
+        return self._bridge.spawn(self._bridge.restart(key)) if key else None
+
+    def select(self, key: str | None = None) -> None:
+        key = key or self.current_key()
+        if key:
+            self._bridge.select(key)
+
+    def remove(self, key: str | None = None) -> asyncio.Task[Any] | None:
+        """Ask, stop the model if it runs, then save the config without it."""
+        key = key or self.current_key()
+        return self._bridge.spawn(self._remove(key)) if key else None
+
+    async def _remove(self, key: str) -> bool:
+        inst = self._instance(key)
+        if inst is None:
+            return False
+        question = f"Remove {inst.name} ({key}) from the config?"
+        if inst.running:
+            question += " It is running and will be stopped first."
+        if not await self._confirm("Remove model", question):
+            return False
+        if inst.running or inst.state is InstanceState.STOPPING:
+            stopped = await self._bridge.stop(key)
+            if stopped is None:
+                return False  # the bridge reported why
+        new = config_without(self.model.config, key, self._bridge.selected())
+        return await self._bridge.apply_config(new)
+
+    def open_model_dialog(self, key: str | None) -> QDialog:
+        """Open the add (``key`` None) or edit dialog; it applies the change itself."""
+        return self._open_dialog(ModelDialog(self._bridge, key, self))
+
+    def open_settings(self) -> QDialog:
+        return self._open_dialog(SettingsDialog(self._bridge, self._autostart, self))
+
+    def _open_dialog(self, dialog: QDialog) -> QDialog:
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self._dialogs.append(dialog)
+        dialog.finished.connect(lambda _result: self._dialogs.remove(dialog))
+        dialog.open()
+        return dialog
+
+    async def _ask(self, title: str, text: str) -> bool:
+        box = QMessageBox(
+            QMessageBox.Icon.Question,
+            title,
+            text,
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            self,
+        )
+        box.setDefaultButton(QMessageBox.StandardButton.No)
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+        def done(_result: int) -> None:
+            yes = box.clickedButton() is box.button(QMessageBox.StandardButton.Yes)
+            if not answer.done():
+                answer.set_result(yes)
+
+        box.finished.connect(done)
+        box.open()
+        try:
+            return await answer
+        finally:
+            box.deleteLater()
+
+    # ---- reacting to the engine --------------------------------------------------------------
+
+    def _on_instance(self, inst: Instance) -> None:
+        if inst.key == self.current_key():
+            self._refresh()
+
+    def _on_selection(self, _key: str | None) -> None:
+        self._refresh()
+
+    def _on_command_failed(self, key: str, message: str, hint: str) -> None:
+        self.show_notice(f"{key}: {message}" if key and key not in message else message, hint)
+        self.statusBar().showMessage(message, 10_000)
+
+    def _on_current_row(self) -> None:
+        key = self.current_key()
+        self._refresh()
+        if key is not None:
+            self.log_view.follow(key)
+
+    def _remember_row(self) -> None:
+        self._kept_key = self.current_key()
+
+    def _restore_row(self) -> None:
+        kept = self._kept_key
+        key = kept if kept is not None and self.model.row_of(kept) is not None else None
+        key = key or self.model.key_at(0)
+        if key is not None:
+            self.select_model(key)
+        else:
+            self.log_view.follow(None)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        key = self.current_key()
+        inst = self._instance(key)
+        selected = self._bridge.selected()
+        for name, enabled in action_states(inst, selected).items():
+            self._actions[name].setEnabled(enabled)
+        text = details_html(inst, selected)
+        if text != self._details_source:  # setHtml resets the reader's scroll position
+            self._details_source = text
+            self.details.setHtml(text)
+
+    def _instance(self, key: str | None) -> Instance | None:
+        if key is None:
+            return None
+        row = self.model.row_of(key)
+        return self.model.instance_at(row) if row is not None else None
+
+    def _tick(self) -> None:
+        self.model.refresh_uptime()
+        self.sample_requests()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.closed.emit()
+        if self.hide_on_close:
+            event.ignore()
+            self.hide()
+            return
+        self._ticker.stop()
+        self.log_view.stop()
+        event.accept()
