@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Sequence
 
 from ryx_desktop import __version__
-from ryx_desktop.cli import _commands
+from ryx_desktop.cli import _commands, _desktop_entry
 from ryx_desktop.core.errors import ConfigError, RyxError, UnknownModelError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -73,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         "export-compose", parents=[common], help="write the models out as a compose file"
     )
     exp.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    _desktop_entry.add_parser(sub, parents=[common])
     return parser
 
 
@@ -80,15 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_usage(sys.stderr)
-        print(
-            "ryx-desktop: the tray application is not part of this build yet.\n"
-            "hint: use `ryx-desktop status`, `start KEY`, `stop KEY`, `logs KEY` or `config`.",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
     try:
+        if args.command is None:
+            return _desktop(getattr(args, "config", None))
+        if args.command == "desktop-entry":
+            return _desktop_entry.run(args, os.environ)
         return asyncio.run(_commands.run(args, os.environ))
     except KeyboardInterrupt:
         return 130
@@ -104,6 +101,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ryx-desktop: internal error: {error!r}", file=sys.stderr)
         print("hint: run again with RYX_DEBUG=1 and report the traceback.", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _desktop(config: str | None) -> int:
+    """The tray application; Qt is imported only here, so the other commands never load it."""
+    try:
+        from ryx_desktop import desktop
+    except ImportError as error:
+        if os.environ.get("RYX_DEBUG"):
+            traceback.print_exc()
+        print(f"ryx-desktop: the tray application cannot load: {error}", file=sys.stderr)
+        print(
+            "hint: install Qt's system libraries (libegl1, libxkbcommon0, libxcb-cursor0), "
+            "or use `ryx-desktop serve` without a GUI.",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    return desktop.main(sys.argv[:1], os.environ, config=config)
 
 
 def _report(error: RyxError) -> None:
