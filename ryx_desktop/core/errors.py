@@ -105,6 +105,12 @@ class StartTimeoutError(ContainerExitedError):
     hint = "Raise `start_timeout` for big models, or read the log for where loading stalls."
 
 
+class StartCancelledError(RyxError):
+    """A start was called off before the model was ready (stopped, or evicted for another)."""
+
+    hint = "Start it again; with gpu.policy exclusive, starting another model stops this one."
+
+
 class BudgetExceededError(RyxError):
     """Fractional policy: the model does not fit the GPU budget and nothing can be evicted."""
 

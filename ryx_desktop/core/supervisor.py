@@ -21,6 +21,7 @@ from ryx_desktop.core.errors import (
     ContainerExitedError,
     OutOfMemoryError,
     RyxError,
+    StartCancelledError,
     StartTimeoutError,
     UnknownModelError,
     UnreachableError,
@@ -318,8 +319,19 @@ class Supervisor:
             else:
                 slot.start_task = asyncio.create_task(self._run_start(key), name=f"ryx-start-{key}")
                 slot.start_task.add_done_callback(_consume_exception)
-        assert slot.start_task is not None
-        return await asyncio.shield(slot.start_task)
+        start = slot.start_task
+        assert start is not None
+        try:
+            return await asyncio.shield(start)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not start.cancelled() or (current is not None and current.cancelling()):
+                raise  # the caller itself was cancelled
+        # Its start was called off (stopped, or evicted for another model's start).
+        note = self._slots[key].instance.note if key in self._slots else ""
+        raise StartCancelledError(
+            f"the start of {key} was called off" + (f": {note}" if note else "")
+        )
 
     start = ensure_ready
 

@@ -14,6 +14,7 @@ from ryx_desktop.core.errors import (
     ImageMissingError,
     OutOfMemoryError,
     PortInUseError,
+    StartCancelledError,
     StartTimeoutError,
     UnknownModelError,
     UnreachableError,
@@ -389,4 +390,24 @@ async def test_request_counts_reach_snapshots_once_per_loop_iteration() -> None:
         rig.sup.request_finished("a")
     await settle()
     assert rig.sup.get("a").in_flight == 0
+    await rig.sup.close()
+
+
+async def test_a_start_evicted_by_another_start_fails_with_a_reason_not_a_cancellation() -> None:
+    rig = Rig({"b": model(8002), "c": model(8003), "d": model(8004)}, gpu={"policy": "exclusive"})
+    await rig.sup.open()
+    await rig.sup.ensure_ready("b")
+    # Exclusive: two starts at once on one GPU; the later one stops the other mid-start.
+    results = await asyncio.gather(
+        rig.sup.ensure_ready("c"), rig.sup.ensure_ready("d"), return_exceptions=True
+    )
+    ready = [r for r in results if isinstance(r, Instance)]
+    called_off = [r for r in results if isinstance(r, BaseException)]
+    assert len(ready) == 1 and ready[0].state is InstanceState.READY
+    assert len(called_off) == 1 and isinstance(called_off[0], StartCancelledError)
+    loser = "c" if ready[0].key == "d" else "d"
+    assert f"start of {loser}" in called_off[0].message
+    assert f"make room for {ready[0].key}" in called_off[0].message
+    assert called_off[0].hint
+    assert rig.sup.get(loser).state is InstanceState.STOPPED
     await rig.sup.close()
