@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import qasync
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QMessageBox, QSystemTrayIcon
 
@@ -44,6 +43,7 @@ from ryx_desktop.core.ports import Clock
 from ryx_desktop.desktop_entry import DEFAULT_COMMAND, Autostart, exec_line, launch_command
 from ryx_desktop.proxy import ProxyServer
 from ryx_desktop.ui.bridge import EngineBridge
+from ryx_desktop.ui.event_loop import QtAsyncioLoop
 from ryx_desktop.ui.icons import state_icon
 from ryx_desktop.ui.main_thread_gc import MainThreadGarbageCollector
 from ryx_desktop.ui.single_instance import SingleInstance, instance_name
@@ -458,7 +458,7 @@ def run_on_qt(
     SIGTERM, or from Qt itself (``aboutToQuit``, e.g. when the session ends): in every case the
     shutdown coroutine runs to its end on the loop before this returns.
     """
-    loop = qasync.QEventLoop(app)
+    loop = QtAsyncioLoop(app)
     quit_request = QuitRequest()
     qt_quit: list[bool] = []
 
@@ -538,10 +538,12 @@ def main(
     _configure_logging(environ)
     deps = deps or DesktopDeps(launch_command=_launch_command(argv, config))
 
+    garbage = MainThreadGarbageCollector()
+
     def started(desktop: Desktop) -> None:
         single.raiseRequested.connect(desktop.show_window)
+        garbage.freeze()
 
-    garbage = MainThreadGarbageCollector()
     garbage.start()
     try:
         return run_on_qt(app, config_file, environ, deps, started=started)

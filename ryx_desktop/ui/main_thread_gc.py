@@ -4,7 +4,8 @@ Qt objects caught in reference cycles must be deleted on the thread that owns th
 itself the collector runs on whichever thread happens to allocate when a threshold is crossed,
 Docker's and NVML's executor threads and qasync's workers included, and PySide then crashes
 deleting widgets there. As qutebrowser does, automatic collection is switched off and a timer
-on the Qt thread collects each generation once its threshold is crossed.
+on the Qt thread collects each generation once its threshold is crossed. Once the app has
+started, what startup built is frozen (``gc.freeze``), so full collections stay short.
 """
 
 from __future__ import annotations
@@ -27,6 +28,15 @@ class MainThreadGarbageCollector(QObject):
     def start(self) -> None:
         gc.disable()
         self._timer.start()
+
+    def freeze(self) -> None:
+        """Move everything alive now (what startup built) out of the collector's sight.
+
+        Full collections then walk only what came after, so they stay short enough not to
+        stall the loop; nothing frozen is ever freed, which is what long-lived app objects are.
+        """
+        gc.collect()
+        gc.freeze()
 
     def stop(self) -> None:
         """Back to Python's own collection (and a last full collection, here)."""

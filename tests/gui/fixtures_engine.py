@@ -1,9 +1,10 @@
 """A real engine behind the Qt bridge, on a qasync loop, for GUI tests without Docker.
 
-``run_on_qt`` runs a test's scenario coroutine on a ``qasync.QEventLoop`` (Qt's own event loop,
-as in the app), so widgets, signals and the supervisor's tasks all run together. ``engine_rig``
-builds the real ``Supervisor`` over the in-memory ``FakeRuntime`` / ``FakeHealth`` and a
-``VirtualClock`` (time moves only when the test advances it) with an ``EngineBridge`` on top.
+``run_on_qt`` runs a test's scenario coroutine on the app's own loop (``QtAsyncioLoop``:
+qasync over Qt's event loop), so widgets, signals and the supervisor's tasks all run together.
+``engine_rig`` builds the real ``Supervisor`` over the in-memory ``FakeRuntime`` /
+``FakeHealth`` and a ``VirtualClock`` (time moves only when the test advances it) with an
+``EngineBridge`` on top.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import qasync
 from PySide6.QtWidgets import QApplication
 
 from ryx_desktop.config import Config
@@ -21,6 +21,7 @@ from ryx_desktop.core.gpu import VramReport
 from ryx_desktop.core.states import Instance
 from ryx_desktop.core.supervisor import Supervisor
 from ryx_desktop.ui.bridge import EngineBridge
+from ryx_desktop.ui.event_loop import QtAsyncioLoop
 from tests.support.fakes import FakeContainer, FakeHealth, FakeRuntime, VirtualClock
 
 _T = TypeVar("_T")
@@ -28,7 +29,7 @@ _T = TypeVar("_T")
 
 def run_on_qt(qapp: QApplication, scenario: Coroutine[Any, Any, _T]) -> _T:
     """Run ``scenario`` to its end on a fresh qasync loop over ``qapp``; close the loop after."""
-    loop = qasync.QEventLoop(qapp)
+    loop = QtAsyncioLoop(qapp)
     with loop:
         result: _T = loop.run_until_complete(scenario)
     return result

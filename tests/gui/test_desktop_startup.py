@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-import qasync
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from ryx_desktop.app import Engine, build_proxy
@@ -44,6 +43,7 @@ from ryx_desktop.desktop import (
     start_desktop,
 )
 from ryx_desktop.proxy import ProxyServer
+from ryx_desktop.ui.event_loop import QtAsyncioLoop
 from tests.support.fakes import FakeHealth, FakeRuntime
 from tests.support.waiting import wait_for
 
@@ -141,7 +141,7 @@ def write_config(path: Path, **top: Any) -> Path:
 
 
 def run_loop(qapp: QApplication, scenario: Coroutine[Any, Any, _T]) -> _T:
-    loop = qasync.QEventLoop(qapp)
+    loop = QtAsyncioLoop(qapp)
     with loop:
         result: _T = loop.run_until_complete(scenario)
     return result

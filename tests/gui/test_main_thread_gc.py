@@ -42,3 +42,16 @@ def test_cycles_are_collected_by_the_timer_on_the_qt_thread(qtbot: QtBot) -> Non
     finally:
         collector.stop()
     assert gc.isenabled()
+
+
+def test_freeze_keeps_what_startup_built_out_of_later_collections() -> None:
+    collector = MainThreadGarbageCollector()
+    before = gc.get_freeze_count()
+    try:
+        collector.freeze()
+        assert gc.get_freeze_count() > before
+        frozen = gc.get_freeze_count()
+        gc.collect()
+        assert gc.get_freeze_count() == frozen  # a full collection does not look at them
+    finally:
+        gc.unfreeze()

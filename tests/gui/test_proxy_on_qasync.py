@@ -7,11 +7,11 @@ import itertools
 from pathlib import Path
 
 import httpx
-import qasync
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
 from ryx_desktop.config import Config
+from ryx_desktop.ui.event_loop import QtAsyncioLoop
 from tests.support.proxy import running_proxy
 from tests.support.upstream import start_fake_upstream
 
@@ -31,7 +31,7 @@ def test_streams_on_the_qt_loop_while_a_timer_keeps_firing(
         }
     )
     ticks: list[float] = []
-    loop = qasync.QEventLoop(qapp)
+    loop = QtAsyncioLoop(qapp)
     timer = QTimer()
     timer.setInterval(TICK_MS)
     timer.timeout.connect(lambda: ticks.append(loop.time()))
