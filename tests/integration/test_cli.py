@@ -188,7 +188,14 @@ def test_config_commands(cli: Callable[..., Cli], tmp_path: Path) -> None:
     assert again.stdout == imported.stdout
 
 
-def test_bare_command_and_bad_usage_exit_2(cli: Callable[..., Cli]) -> None:
+def test_bare_command_without_a_display_says_so_and_bad_usage_exits_2(
+    cli: Callable[..., Cli],
+) -> None:
     run = cli()
-    assert run().returncode == 2
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        run.env.pop(name, None)
+    bare = run(timeout=60)  # the tray app, with no screen to show it on
+    assert bare.returncode == 1
+    assert "no display" in bare.stderr and "hint: " in bare.stderr
+    assert "Traceback" not in bare.stderr
     assert run("frobnicate").returncode == 2
