@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
-from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QVBoxLayout, QWidget
 
 from ryx_desktop.config import Config, dotted, validation_problems
 from ryx_desktop.ui.bridge import EngineBridge
@@ -185,3 +185,39 @@ def _style(label: QLabel) -> QLabel:
 def _set_text(label: QLabel, text: str) -> None:
     label.setText(text)
     label.setVisible(bool(text))
+
+
+class ConfigDialog(QDialog):
+    """A dialog whose Save checks its fields and applies the config, one save at a time.
+
+    Subclasses build their fields, add ``self.buttons`` to their layout and implement
+    ``_submit``; the Save button's slot is a one-line shim over ``submit``, which tests await.
+    """
+
+    def __init__(self, bridge: EngineBridge, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._bridge = bridge
+        self._busy = False
+        self.buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel
+        )
+        self.buttons.accepted.connect(self._on_save)
+        self.buttons.rejected.connect(self.reject)
+
+    def _on_save(self) -> None:
+        self._bridge.spawn(self.submit())
+
+    async def submit(self) -> bool:
+        """Check the fields; when they are valid, save and apply them. True once saved."""
+        if self._busy:
+            return False
+        self._busy = True
+        self.buttons.setEnabled(False)
+        try:
+            return await self._submit()
+        finally:
+            self._busy = False
+            self.buttons.setEnabled(True)
+
+    async def _submit(self) -> bool:
+        raise NotImplementedError

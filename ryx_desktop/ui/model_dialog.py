@@ -9,7 +9,6 @@ a restart.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import re
 import shlex
@@ -19,12 +18,9 @@ from typing import Any
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDialog,
-    QDialogButtonBox,
     QFormLayout,
     QLabel,
     QLineEdit,
-    QMessageBox,
     QPlainTextEdit,
     QVBoxLayout,
     QWidget,
@@ -32,6 +28,7 @@ from PySide6.QtWidgets import (
 
 from ryx_desktop.config import Config, ExternalModelConfig, ModelConfig
 from ryx_desktop.ui._form import (
+    ConfigDialog,
     FieldErrors,
     apply_config,
     check_config,
@@ -41,6 +38,7 @@ from ryx_desktop.ui._form import (
     put,
     shown,
 )
+from ryx_desktop.ui._questions import ask_yes_no
 from ryx_desktop.ui.bridge import EngineBridge
 
 #: Asked with the keys of running models whose spec changed; True restarts them. It may also
@@ -51,7 +49,7 @@ MANAGED, REMOTE = 0, 1
 _FIRST_PORT = 8001
 
 
-class ModelDialog(QDialog):
+class ModelDialog(ConfigDialog):
     """Add (``key`` None) or edit the model ``key``; saving applies it to the running engine."""
 
     def __init__(
@@ -62,11 +60,9 @@ class ModelDialog(QDialog):
         *,
         ask_restart: AskRestart | None = None,
     ) -> None:
-        super().__init__(parent)
-        self._bridge = bridge
+        super().__init__(bridge, parent)
         self._key = key
         self._ask_restart: AskRestart = ask_restart or self._question
-        self._busy = False
         self.setWindowTitle(f"Edit model {key}" if key else "Add a model")
         self.errors = FieldErrors(QLabel())
         self.fields: dict[str, QLineEdit] = {}
@@ -104,33 +100,13 @@ class ModelDialog(QDialog):
         self.kind.currentIndexChanged.connect(self._show_rows)
         self._show_rows(MANAGED)
 
-        self._buttons = QDialogButtonBox(
-            QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel
-        )
-        self._buttons.accepted.connect(self._on_save)
-        self._buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.errors.general)
-        layout.addWidget(self._buttons)
+        layout.addWidget(self.buttons)
         self._fill(bridge.config)
 
     # ---- saving -----------------------------------------------------------------------------
-
-    def _on_save(self) -> None:
-        self._bridge.spawn(self.submit())
-
-    async def submit(self) -> bool:
-        """Check the fields; when they are valid, save and apply the config. True once saved."""
-        if self._busy:
-            return False
-        self._busy = True
-        self._buttons.setEnabled(False)
-        try:
-            return await self._submit()
-        finally:
-            self._busy = False
-            self._buttons.setEnabled(True)
 
     async def _submit(self) -> bool:
         config = self._bridge.config
@@ -173,29 +149,13 @@ class ModelDialog(QDialog):
         return await answer if inspect.isawaitable(answer) else answer
 
     async def _question(self, keys: list[str]) -> bool:
-        # Not QMessageBox.question(): its nested Qt loop inside a task lets qasync run other
-        # tasks (and this one's timer again) re-entrantly. open() plus a future waits instead.
         names = ", ".join(self._bridge.instance(k).name for k in keys)
-        box = QMessageBox(
-            QMessageBox.Icon.Question,
+        return await ask_yes_no(
+            self,
             "Restart to apply?",
             f"{names} is running with its old settings. Restart it now to apply the change?",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-            self,
+            default_yes=True,
         )
-        box.setDefaultButton(QMessageBox.StandardButton.Yes)
-        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-
-        def done(_result: int) -> None:
-            if not answer.done():
-                answer.set_result(box.clickedButton() is box.button(QMessageBox.StandardButton.Yes))
-
-        box.finished.connect(done)
-        box.open()
-        try:
-            return await answer
-        finally:
-            box.deleteLater()
 
     # ---- fields <-> config data -------------------------------------------------------------
 

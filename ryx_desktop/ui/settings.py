@@ -14,8 +14,6 @@ from typing import Any, Protocol
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDialog,
-    QDialogButtonBox,
     QFormLayout,
     QGroupBox,
     QLabel,
@@ -29,6 +27,7 @@ from ryx_desktop.config import Config
 from ryx_desktop.core.errors import RyxError
 from ryx_desktop.core.routing import resolve_model
 from ryx_desktop.ui._form import (
+    ConfigDialog,
     FieldErrors,
     apply_config,
     check_config,
@@ -53,7 +52,7 @@ class AutostartEntry(Protocol):
     def disable(self) -> None: ...
 
 
-class SettingsDialog(QDialog):
+class SettingsDialog(ConfigDialog):
     """Edit the settings that are not about one model; saving applies them to the engine."""
 
     def __init__(
@@ -62,10 +61,8 @@ class SettingsDialog(QDialog):
         autostart: AutostartEntry | None = None,
         parent: QWidget | None = None,
     ) -> None:
-        super().__init__(parent)
-        self._bridge = bridge
+        super().__init__(bridge, parent)
         self._autostart = autostart
-        self._busy = False
         # A stat of one file: cheap enough to read here; writing it goes to an executor.
         self._autostart_was = autostart.enabled() if autostart is not None else False
         self.setWindowTitle("ryx-desktop settings")
@@ -112,11 +109,6 @@ class SettingsDialog(QDialog):
         self.start_at_login.setEnabled(autostart is not None)
         general.addRow("", self.start_at_login)
 
-        self._buttons = QDialogButtonBox(
-            QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel
-        )
-        self._buttons.accepted.connect(self._on_save)
-        self._buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
         for title, form in (
             ("Proxy", proxy),
@@ -128,25 +120,10 @@ class SettingsDialog(QDialog):
             box.setLayout(form)
             layout.addWidget(box)
         layout.addWidget(self.errors.general)
-        layout.addWidget(self._buttons)
+        layout.addWidget(self.buttons)
         self._fill(config)
 
     # ---- saving -----------------------------------------------------------------------------
-
-    def _on_save(self) -> None:
-        self._bridge.spawn(self.submit())
-
-    async def submit(self) -> bool:
-        """Check the fields; when they are valid, save and apply them. True once saved."""
-        if self._busy:
-            return False
-        self._busy = True
-        self._buttons.setEnabled(False)
-        try:
-            return await self._submit()
-        finally:
-            self._busy = False
-            self._buttons.setEnabled(True)
 
     async def _submit(self) -> bool:
         config = self._bridge.config

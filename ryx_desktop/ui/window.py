@@ -24,7 +24,6 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QMainWindow,
-    QMessageBox,
     QSplitter,
     QStyle,
     QTableView,
@@ -39,6 +38,7 @@ from PySide6.QtWidgets import (
 from ryx_desktop.config import Config
 from ryx_desktop.core.routing import resolve_model
 from ryx_desktop.core.states import Instance, InstanceState
+from ryx_desktop.ui._questions import ask_yes_no
 from ryx_desktop.ui.bridge import EngineBridge
 from ryx_desktop.ui.gauge import VramPanel
 from ryx_desktop.ui.instances_model import (
@@ -468,27 +468,7 @@ class ManagerWindow(QMainWindow):
         return dialog
 
     async def _ask(self, title: str, text: str) -> bool:
-        box = QMessageBox(
-            QMessageBox.Icon.Question,
-            title,
-            text,
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-            self,
-        )
-        box.setDefaultButton(QMessageBox.StandardButton.No)
-        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-
-        def done(_result: int) -> None:
-            yes = box.clickedButton() is box.button(QMessageBox.StandardButton.Yes)
-            if not answer.done():
-                answer.set_result(yes)
-
-        box.finished.connect(done)
-        box.open()
-        try:
-            return await answer
-        finally:
-            box.deleteLater()
+        return await ask_yes_no(self, title, text, default_yes=False)
 
     # ---- reacting to the engine --------------------------------------------------------------
 
