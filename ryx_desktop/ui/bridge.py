@@ -8,11 +8,12 @@ with the error's one-line message and hint instead of raising into Qt.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from ryx_desktop.config import Config
 from ryx_desktop.core.errors import RyxError
@@ -49,6 +50,7 @@ class EngineBridge(QObject):
         vram_source: VramSource | None = None,
         requests_total: Callable[[], int] | None = None,
         apply_config: ConfigApplier | None = None,
+        usage_interval_ms: int = 200,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
@@ -58,9 +60,16 @@ class EngineBridge(QObject):
         self._requests_total = requests_total
         self._apply_config = apply_config
         self._vram: VramReport | None = None
+        # Request counters change with every request; widgets need them a few times a second.
+        self._shown: dict[str, Instance] = {}
+        self._held: dict[str, Instance] = {}
+        self._usage_timer = QTimer(self)
+        self._usage_timer.setSingleShot(True)
+        self._usage_timer.setInterval(usage_interval_ms)
+        self._usage_timer.timeout.connect(self._emit_held)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._unsubscribe = [
-            supervisor.subscribe(self.instanceChanged.emit),
+            supervisor.subscribe(self._on_instance),
             supervisor.subscribe_selection(self.selectionChanged.emit),
             # Every config change, whoever made it (a dialog here, or the control API).
             supervisor.subscribe_config(self.configChanged.emit),
@@ -73,6 +82,8 @@ class EngineBridge(QObject):
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         self._unsubscribe.clear()
+        self._usage_timer.stop()
+        self._held.clear()
 
     # ---- snapshots ---------------------------------------------------------------------------
 
@@ -104,6 +115,29 @@ class EngineBridge(QObject):
     def requests_total(self) -> int | None:
         """Requests the proxy has answered so far (None without a proxy)."""
         return self._requests_total() if self._requests_total is not None else None
+
+    def _on_instance(self, inst: Instance) -> None:
+        """Relay a snapshot; one that changes only request counters waits for the usage timer.
+
+        Under load the supervisor publishes a snapshot per loop iteration for the counters
+        alone; repainting the table, the details and the tray for each would cost the proxy
+        its throughput. State changes still go up at once, with any counters held back.
+        """
+        shown = self._shown.get(inst.key)
+        if shown is not None and _only_usage_differs(shown, inst):
+            self._held[inst.key] = inst
+            if not self._usage_timer.isActive():
+                self._usage_timer.start()
+            return
+        self._held.pop(inst.key, None)
+        self._shown[inst.key] = inst
+        self.instanceChanged.emit(inst)
+
+    def _emit_held(self) -> None:
+        held, self._held = self._held, {}
+        for key, inst in held.items():
+            self._shown[key] = inst
+            self.instanceChanged.emit(inst)
 
     def _on_vram(self, report: VramReport) -> None:
         self._vram = report
@@ -182,3 +216,10 @@ class EngineBridge(QObject):
                 yield line
         except RyxError as exc:
             self.commandFailed.emit(key, exc.message, exc.hint)
+
+
+def _only_usage_differs(before: Instance, after: Instance) -> bool:
+    """True when ``after`` differs from ``before`` in its request counters alone."""
+    return dataclasses.replace(after, in_flight=before.in_flight, last_used=before.last_used) == (
+        before
+    )
