@@ -131,8 +131,10 @@ def child_main(args: argparse.Namespace) -> int:
     import qasync
     from PySide6.QtWidgets import QApplication
 
-    from ryx_desktop.ui.event_loop import QtAsyncioLoop
+    from ryx_desktop.ui.event_loop import QtAsyncioLoop, use_qt_event_dispatcher
 
+    if not args.glib:
+        use_qt_event_dispatcher(os.environ)  # as ryx-desktop does
     app = QApplication(["ryx-desktop-stall"])
     loop = (qasync.QEventLoop if args.plain_qasync else QtAsyncioLoop)(app)
     with loop:
@@ -492,6 +494,7 @@ def running(
     no_churn: bool,
     python_gc: bool,
     plain_qasync: bool,
+    glib: bool,
 ) -> Iterator[tuple[Service, Service, Child, int]]:
     """The upstream, ``ryx-desktop serve`` and the app; stopped on the way out."""
     python = sys.executable
@@ -537,6 +540,7 @@ def running(
                     *(("--no-churn",) if no_churn else ()),
                     *(("--python-gc",) if python_gc else ()),
                     *(("--plain-qasync",) if plain_qasync else ()),
+                    *(("--glib",) if glib else ()),
                 ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -720,6 +724,11 @@ def main(argv: list[str] | None = None) -> int:
         "--no-churn", action="store_true", help="no model starts and stops (to compare)"
     )
     parser.add_argument(
+        "--glib",
+        action="store_true",
+        help="Qt's GLib event dispatcher instead of its own (to compare)",
+    )
+    parser.add_argument(
         "--plain-qasync",
         action="store_true",
         help="qasync's own loop instead of the app's batching one (to compare)",
@@ -759,7 +768,14 @@ def main(argv: list[str] | None = None) -> int:
     with (
         tempfile.TemporaryDirectory(prefix="ryx-stall-") as tmp,
         running(
-            Path(tmp), runtime, image, gpu, args.no_churn, args.python_gc, args.plain_qasync
+            Path(tmp),
+            runtime,
+            image,
+            gpu,
+            args.no_churn,
+            args.python_gc,
+            args.plain_qasync,
+            args.glib,
         ) as (
             _upstream,
             serve,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -43,7 +44,7 @@ from ryx_desktop.core.ports import Clock
 from ryx_desktop.desktop_entry import DEFAULT_COMMAND, Autostart, exec_line, launch_command
 from ryx_desktop.proxy import ProxyServer
 from ryx_desktop.ui.bridge import EngineBridge
-from ryx_desktop.ui.event_loop import QtAsyncioLoop
+from ryx_desktop.ui.event_loop import QtAsyncioLoop, use_qt_event_dispatcher
 from ryx_desktop.ui.icons import state_icon
 from ryx_desktop.ui.main_thread_gc import MainThreadGarbageCollector
 from ryx_desktop.ui.single_instance import SingleInstance, instance_name
@@ -517,6 +518,7 @@ def main(
         )
         return EXIT_FAILURE
     config_file = config_path(config, environ)
+    use_qt_event_dispatcher(os.environ)
     app = QApplication(list(argv))
     app.setApplicationName(APP_NAME)
     app.setApplicationDisplayName(APP_NAME)

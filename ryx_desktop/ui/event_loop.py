@@ -6,6 +6,11 @@ each socket that became readable. At proxy rates that per-callback cost dominate
 callbacks wait in a queue and one Qt timer event runs all of them that were queued before it
 started, as asyncio's own loop does per iteration; callbacks they schedule run in the next
 batch, after Qt has processed its events (painting, input, sockets) in between.
+
+Qt on Linux dispatches its events through GLib's main loop unless told otherwise; its
+per-wakeup cost shows when the proxy's sockets wake the loop thousands of times a second, so
+the app asks for Qt's own dispatcher (``use_qt_event_dispatcher``) before it creates the
+QApplication. bench/stall.py measured both: see bench/README.md.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import qasync
@@ -50,3 +55,12 @@ class QtAsyncioLoop(qasync.QEventLoop):  # type: ignore[misc]
         if batch and not self._batch_due:
             self._batch_due = True
             super().call_soon(self._run_batch)
+
+
+def use_qt_event_dispatcher(environ: MutableMapping[str, str]) -> None:
+    """Ask Qt for its own event dispatcher rather than GLib's (unless the user chose).
+
+    Qt reads ``QT_NO_GLIB`` from the process environment when the application is created, so
+    this must run first and ``environ`` is normally ``os.environ``.
+    """
+    environ.setdefault("QT_NO_GLIB", "1")

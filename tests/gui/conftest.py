@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("QT_NO_GLIB", "1")  # Qt's own event dispatcher, as ryx-desktop uses
 
 _HERE = Path(__file__).resolve().parent
 

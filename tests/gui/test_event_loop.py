@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
-from ryx_desktop.ui.event_loop import QtAsyncioLoop
+from ryx_desktop.ui.event_loop import QtAsyncioLoop, use_qt_event_dispatcher
 
 _T = TypeVar("_T")
 
@@ -79,3 +79,20 @@ def test_tasks_executors_and_threads_work_as_on_asyncio(qapp: QApplication) -> N
     assert squares == [n * n for n in range(50)]
     assert name != threading.current_thread().name
     assert answer == 42
+
+
+def test_qt_runs_its_own_event_dispatcher_not_glibs(qapp: QApplication) -> None:
+    # ryx-desktop asks for it before creating its QApplication (use_qt_event_dispatcher);
+    # the GUI tests' QApplication is created the same way (tests/gui/conftest.py).
+    dispatcher = qapp.eventDispatcher()
+    assert dispatcher is not None
+    assert "Glib" not in dispatcher.metaObject().className()
+
+
+def test_the_dispatcher_choice_leaves_a_users_own_setting_alone() -> None:
+    environ: dict[str, str] = {}
+    use_qt_event_dispatcher(environ)
+    assert environ == {"QT_NO_GLIB": "1"}
+    chosen = {"QT_NO_GLIB": "yes"}
+    use_qt_event_dispatcher(chosen)
+    assert chosen == {"QT_NO_GLIB": "yes"}
