@@ -630,7 +630,7 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="pin the proxy to CPU 1, upstream and load generator to CPU 0",
     )
-    parser.add_argument("--client", choices=["raw", "aiohttp"], default="raw")
+    parser.add_argument("--client", choices=["raw", "aiohttp"], default="aiohttp")
     parser.add_argument(
         "--no-paced", action="store_true", help=f"leave out the {STREAM_PACED!r} workload"
     )
