@@ -210,28 +210,20 @@ def ryx_config(path: Path, port: int, upstream: str) -> None:
     )
 
 
+def upstream_service(log: Path, cpus: set[int] | None = None) -> Service:
+    """``bench.upstream`` on a free port, serving ``SERVED_NAME`` (not started yet)."""
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.upstream", "--port", str(port)]
+    return Service("upstream", [*argv, "--served-name", SERVED_NAME], port, log, cpus=cpus)
+
+
 @contextlib.contextmanager
 def services(
     proxies: list[str], pin: bool, workdir: Path
 ) -> Iterator[tuple[Service, dict[str, Service]]]:
     """Start the upstream and the proxies; stop them all on the way out."""
     python = sys.executable
-    upstream_port = free_port()
-    upstream = Service(
-        "upstream",
-        [
-            python,
-            "-m",
-            "bench.upstream",
-            "--port",
-            str(upstream_port),
-            "--served-name",
-            SERVED_NAME,
-        ],
-        upstream_port,
-        workdir / "upstream.log",
-        cpus={0} if pin else None,
-    )
+    upstream = upstream_service(workdir / "upstream.log", cpus={0} if pin else None)
     started: dict[str, Service] = {}
     for name in proxies:
         port = free_port()

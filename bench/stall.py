@@ -51,7 +51,15 @@ from typing import Any
 
 from bench import load
 from bench.load import LoadResult, Workload
-from bench.run import ROOT, SERVED_NAME, Service, free_port, ryx_available, ryx_config
+from bench.run import (
+    ROOT,
+    SERVED_NAME,
+    Service,
+    free_port,
+    ryx_available,
+    ryx_config,
+    upstream_service,
+)
 
 TICK_MS = 5.0
 GPU_INTERVAL = 0.5
@@ -498,21 +506,8 @@ def running(
 ) -> Iterator[tuple[Service, Service, Child, int]]:
     """The upstream, ``ryx-desktop serve`` and the app; stopped on the way out."""
     python = sys.executable
-    upstream_port, serve_port, app_port = free_port(), free_port(), free_port()
-    upstream = Service(
-        "upstream",
-        [
-            python,
-            "-m",
-            "bench.upstream",
-            "--port",
-            str(upstream_port),
-            "--served-name",
-            SERVED_NAME,
-        ],
-        upstream_port,
-        workdir / "upstream.log",
-    )
+    serve_port, app_port = free_port(), free_port()
+    upstream = upstream_service(workdir / "upstream.log")
     serve_config = workdir / "serve.yaml"
     ryx_config(serve_config, serve_port, upstream.url)
     exe = str(Path(python).with_name("ryx-desktop"))

@@ -267,7 +267,7 @@ class Supervisor:
 
     def _static_fields(self, key: str) -> dict[str, Any]:
         """What the current config says about ``key``'s instance, apart from its state."""
-        fresh = self._new_slot(key).instance
+        fresh = configured_instance(self._config, key)
         return {name: getattr(fresh, name) for name in _STATIC_FIELDS}
 
     # ---- lifecycle of the supervisor itself ------------------------------------------------
@@ -404,22 +404,7 @@ class Supervisor:
     # ---- internals: state --------------------------------------------------------------------
 
     def _new_slot(self, key: str) -> _Slot:
-        model = self._config.models[key]
-        managed = isinstance(model, ModelConfig)
-        inst = Instance(
-            key=key,
-            name=model.display_name(key),
-            served_name=served_name(self._config, key),
-            aliases=tuple(model.aliases),
-            external=not managed,
-            port=model.port if isinstance(model, ModelConfig) else None,
-            url=f"http://127.0.0.1:{model.port}" if isinstance(model, ModelConfig) else model.url,
-            gpu_memory_utilization=(
-                model.gpu_memory_utilization if isinstance(model, ModelConfig) else None
-            ),
-            state=InstanceState.STOPPED if managed else InstanceState.UNREACHABLE,
-        )
-        slot = _Slot(instance=inst)
+        slot = _Slot(instance=configured_instance(self._config, key))
         slot.drained.set()
         return slot
 
@@ -771,6 +756,30 @@ class Supervisor:
 
 def _managed(model: object) -> bool:
     return isinstance(model, ModelConfig)
+
+
+def configured_instance(config: Config, key: str) -> Instance:
+    """Model ``key``'s snapshot as the config describes it, before anything is known of it."""
+    model = config.models[key]
+    if isinstance(model, ModelConfig):
+        return Instance(
+            key=key,
+            name=model.display_name(key),
+            served_name=served_name(config, key),
+            aliases=tuple(model.aliases),
+            port=model.port,
+            url=f"http://127.0.0.1:{model.port}",
+            gpu_memory_utilization=model.gpu_memory_utilization,
+        )
+    return Instance(
+        key=key,
+        name=model.display_name(key),
+        served_name=served_name(config, key),
+        aliases=tuple(model.aliases),
+        external=True,
+        url=model.url,
+        state=InstanceState.UNREACHABLE,
+    )
 
 
 def _consume_exception(task: asyncio.Task[Instance]) -> None:

@@ -30,10 +30,10 @@ from PySide6.QtWidgets import (
     QStyleOptionViewItem,
 )
 
-from ryx_desktop.config import Config, ModelConfig
+from ryx_desktop.config import Config
 from ryx_desktop.core.gpu import VramReport
-from ryx_desktop.core.routing import served_name
 from ryx_desktop.core.states import Instance, InstanceState, Progress, ProgressPhase
+from ryx_desktop.core.supervisor import configured_instance
 from ryx_desktop.ui.bridge import EngineBridge
 from ryx_desktop.ui.icons import state_colour, state_pixmap
 
@@ -105,25 +105,6 @@ def format_gib(value: int) -> str:
 
 def _count(value: float | None) -> str:
     return "N/A" if value is None else f"{value:g}"
-
-
-def placeholder_instance(config: Config, key: str) -> Instance:
-    """A stopped snapshot for a model the engine has not taken in yet (just added)."""
-    model = config.models[key]
-    managed = isinstance(model, ModelConfig)
-    return Instance(
-        key=key,
-        name=model.display_name(key),
-        served_name=served_name(config, key),
-        aliases=tuple(model.aliases),
-        external=not managed,
-        port=model.port if isinstance(model, ModelConfig) else None,
-        url=f"http://127.0.0.1:{model.port}" if isinstance(model, ModelConfig) else model.url,
-        gpu_memory_utilization=(
-            model.gpu_memory_utilization if isinstance(model, ModelConfig) else None
-        ),
-        state=InstanceState.STOPPED if managed else InstanceState.UNREACHABLE,
-    )
 
 
 class InstancesTableModel(QAbstractTableModel):
@@ -309,7 +290,7 @@ class InstancesTableModel(QAbstractTableModel):
         self._keys = list(self._config.models)
         known = {inst.key: inst for inst in self._bridge.instances()}
         self._instances = {
-            key: known.get(key) or placeholder_instance(self._config, key) for key in self._keys
+            key: known.get(key) or configured_instance(self._config, key) for key in self._keys
         }
 
     def _on_instance(self, inst: Instance) -> None:
