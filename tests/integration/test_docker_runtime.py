@@ -192,9 +192,13 @@ async def test_follow_logs_yields_load_progress_and_ends_when_the_container_stop
 
     await eventually(no_log_threads, 5, "the log thread to stop after the loop broke out")
 
-    tail = await runtime.logs(info.id, 3)
+    # The server prints its "Uvicorn running on" line just after "startup complete".
+    async def last_three() -> list[str] | None:
+        tail = await runtime.logs(info.id, 3)
+        return tail if tail and "Uvicorn running on" in tail[-1] else None
+
+    tail = await eventually(last_three, 10, "the server's last start-up line")
     assert len(tail) == 3
-    assert "Uvicorn running on" in tail[-1]
 
     # A follower with no history sees nothing old and ends when the container stops.
     follower = runtime.follow_logs(info.id)
