@@ -507,16 +507,17 @@ def main(
     config: str | None = None,
     deps: DesktopDeps | None = None,
 ) -> int:
-    """``ryx-desktop`` with no command: the tray application. Returns the exit code."""
+    """``ryx-desktop`` with no command: the tray application. Returns the exit code.
+
+    What stops it before the window exists raises ``RyxError``; the CLI prints that.
+    """
     problem = _display_problem(environ)
     if problem:
-        print(f"ryx-desktop: {problem}", file=sys.stderr)
-        print(
-            "hint: run it inside your desktop session, or use `ryx-desktop serve` "
+        raise RyxError(
+            problem,
+            "run it inside your desktop session, or use `ryx-desktop serve` "
             "for the proxy without a GUI.",
-            file=sys.stderr,
         )
-        return EXIT_FAILURE
     config_file = config_path(config, environ)
     use_qt_event_dispatcher(os.environ)
     app = QApplication(list(argv))
@@ -530,12 +531,10 @@ def main(
         if single.notify_running():
             print(ALREADY_RUNNING)
             return EXIT_OK
-        print(
-            "ryx-desktop: another ryx-desktop holds this config but did not answer.\n"
-            "hint: quit it (or end its process), then start ryx-desktop again.",
-            file=sys.stderr,
+        raise RyxError(
+            "another ryx-desktop holds this config but did not answer.",
+            "quit it (or end its process), then start ryx-desktop again.",
         )
-        return EXIT_FAILURE
 
     _configure_logging(environ)
     deps = deps or DesktopDeps(launch_command=_launch_command(argv, config))

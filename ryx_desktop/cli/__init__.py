@@ -110,13 +110,11 @@ def _desktop(config: str | None) -> int:
     except ImportError as error:
         if os.environ.get("RYX_DEBUG"):
             traceback.print_exc()
-        print(f"ryx-desktop: the tray application cannot load: {error}", file=sys.stderr)
-        print(
-            "hint: install Qt's system libraries (libegl1, libxkbcommon0, libxcb-cursor0), "
+        raise RyxError(
+            f"the tray application cannot load: {error}",
+            "install Qt's system libraries (libegl1, libxkbcommon0, libxcb-cursor0), "
             "or use `ryx-desktop serve` without a GUI.",
-            file=sys.stderr,
-        )
-        return EXIT_FAILURE
+        ) from error
     return desktop.main(sys.argv[:1], os.environ, config=config)
 
 
