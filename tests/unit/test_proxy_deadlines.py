@@ -9,8 +9,12 @@ import pytest
 from ryx_desktop.proxy._forward import _Deadlines
 
 
-async def _wait_on_upstream(deadlines: _Deadlines, release: asyncio.Event) -> BaseException | None:
+async def _wait_on_upstream(
+    deadlines: _Deadlines, release: asyncio.Event, waiting: asyncio.Event | None = None
+) -> BaseException | None:
     task = deadlines.begin()
+    if waiting is not None:
+        waiting.set()
     try:
         await release.wait()
     except BaseException as exc:
@@ -35,15 +39,9 @@ async def test_a_silent_wait_is_cut_as_a_timeout_and_others_go_on() -> None:
 @pytest.mark.asyncio
 async def test_a_cancellation_that_is_not_the_deadline_propagates() -> None:
     deadlines = _Deadlines(30.0)
-    started = asyncio.Event()
-
-    async def client() -> BaseException | None:
-        started.set()
-        return await _wait_on_upstream(deadlines, asyncio.Event())
-
-    task = asyncio.create_task(client())
-    await started.wait()
-    await asyncio.sleep(0)  # let it reach the wait
+    waiting = asyncio.Event()
+    task = asyncio.create_task(_wait_on_upstream(deadlines, asyncio.Event(), waiting))
+    await waiting.wait()
     task.cancel()  # the client went away
     with pytest.raises(asyncio.CancelledError):
         await task
