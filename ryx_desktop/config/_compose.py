@@ -1,9 +1,11 @@
 """Docker Compose files in and out: import hand-written vLLM files, export standalone ones.
 
 Import understands the style of the original multi-model setup (``command: >`` flags, ``K=V``
-environment lists, ``CUDA_VISIBLE_DEVICES``, ``${VAR:-default}`` paths) as well as the files
-``export_compose`` writes, whose ``io.ryx.*`` labels and ``x-ryx`` extension carry what compose
-has no place for, so that ``import_compose(export_compose(c)).models == c.models``.
+environment lists, ``CUDA_VISIBLE_DEVICES``, ``${VAR:-default}`` paths), with the model given
+either way (``--model X``, or positionally as ``vllm serve`` takes it: ``X``, ``serve X``,
+``vllm serve X``), as well as the files ``export_compose`` writes (positional model), whose
+``io.ryx.*`` labels and ``x-ryx`` extension carry what compose has no place for, so that
+``import_compose(export_compose(c)).models == c.models``.
 """
 
 from __future__ import annotations
@@ -23,8 +25,23 @@ from pydantic import ValidationError
 from ryx_desktop.config._loader import ConfigFileError, Position, format_errors, load_yaml
 from ryx_desktop.config._save import space_out
 from ryx_desktop.config._schema import Config, Loc, ModelConfig
+from ryx_desktop.config.container import (
+    CONTAINER_PORT,
+    CONTAINER_PREFIX,
+    CPU_ENV_DEFAULTS,
+    HF_CACHE_MOUNT,
+    LABEL_MANAGED,
+    LABEL_MODEL,
+    MODELS_MOUNT,
+    SLEEP_ENV_DEFAULTS,
+    VLLM_CACHE_MOUNT,
+    container_name,
+    default_env,
+    key_from_container_name,
+    vllm_args,
+)
 
-#: Labels beyond the ones core/spec.py defines (``io.ryx.managed``, ``io.ryx.model``).
+#: Labels beyond the ones every container carries (``io.ryx.managed``, ``io.ryx.model``).
 LABEL_NAME = "io.ryx.name"
 LABEL_CATEGORY = "io.ryx.category"
 LABEL_SIZE = "io.ryx.size"
@@ -36,8 +53,11 @@ LABEL_IMAGE = "io.ryx.image"
 EXTENSION = "x-ryx"
 MODELS_DIR_VAR = "RYX_MODELS_DIR"
 HF_CACHE_VAR = "RYX_HF_CACHE"
+VLLM_CACHE_VAR = "RYX_VLLM_CACHE"
 #: Env entries written as ``NAME=${NAME:-...}`` pass the user's own value through; not config.
-PASSTHROUGH = ("HF_TOKEN", "VLLM_SERVER_DEV_MODE")
+PASSTHROUGH = ("HF_TOKEN", *SLEEP_ENV_DEFAULTS, *CPU_ENV_DEFAULTS)
+#: Subcommand words before the model in a ``vllm serve MODEL`` style command.
+SERVE_PREFIXES = (["vllm", "serve"], ["serve"])
 #: Sizes recognised in a ``<size>-<category>`` key when a service has no labels.
 KNOWN_SIZES = frozenset({"tiny", "small", "medium", "large", "big", "huge", "powerful"})
 VALUE_FLAGS = frozenset(
@@ -159,6 +179,7 @@ class _Service:
     fields: dict[str, Any]
     models_dir: tuple[str, Loc] | None = None
     hf_cache: tuple[str, Loc] | None = None
+    vllm_cache: tuple[str, Loc] | None = None
     locs: dict[str, Loc] = field(default_factory=dict)
 
 
@@ -221,7 +242,7 @@ def import_compose(path: Path, environ: Mapping[str, str]) -> Config:
         image_counts = Counter(s.image for s in parsed)
     if image_counts:
         docker["image"] = image_counts.most_common(1)[0][0]
-    for attr in ("models_dir", "hf_cache"):
+    for attr in ("models_dir", "hf_cache", "vllm_cache"):
         chosen = _one_dir(parsed, attr, at)
         if chosen is not None:
             docker[attr] = chosen
@@ -297,7 +318,11 @@ def _one_dir(parsed: list[_Service], attr: str, at: Callable[[Loc, str], str]) -
     common = Counter(path for path, _, _ in found).most_common(1)[0][0]
     for path, loc, name in found:
         if path != common:
-            mount = "/models" if attr == "models_dir" else "the Hugging Face cache"
+            mount = {
+                "models_dir": "/models",
+                "hf_cache": "the Hugging Face cache",
+                "vllm_cache": "vLLM's cache",
+            }[attr]
             raise ConfigFileError(
                 [
                     at(
@@ -312,8 +337,6 @@ def _one_dir(parsed: list[_Service], attr: str, at: Callable[[Loc, str], str]) -
 
 def _is_vllm(name: str, service: dict[str, Any], env: Mapping[str, str]) -> bool:
     """A service of ours: io.ryx label, ryx-vllm- container, vllm- service name or a vLLM image."""
-    from ryx_desktop.core.spec import CONTAINER_PREFIX, LABEL_MODEL
-
     labels = _labels(service, env)
     if LABEL_MODEL in labels:
         return True
@@ -379,9 +402,10 @@ def _command(service: dict[str, Any], env: Mapping[str, str]) -> list[str]:
         tokens = [_text(item, env) for item in raw]
     else:
         raise _ServiceError(("command",), "command must be a string or a list")
-    if tokens[:2] == ["vllm", "serve"]:
-        tokens = tokens[2:]
-    elif len(tokens) >= 3 and tokens[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]:
+    for prefix in SERVE_PREFIXES:
+        if tokens[: len(prefix)] == prefix and len(tokens) > len(prefix):
+            return tokens[len(prefix) :]
+    if len(tokens) >= 3 and tokens[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]:
         tokens = tokens[3:]
     return tokens
 
@@ -399,8 +423,9 @@ class _Flags:
 
 def _parse_flags(tokens: list[str]) -> _Flags:
     flags = _Flags()
+    positional = None
     if tokens and not tokens[0].startswith("-"):
-        flags.model = tokens.pop(0)  # `vllm serve MODEL` style
+        positional = flags.model = tokens.pop(0)  # `vllm serve MODEL` style
     i = 0
     while i < len(tokens):
         token = tokens[i]
@@ -428,6 +453,11 @@ def _parse_flags(tokens: list[str]) -> _Flags:
         if not values:
             raise _ServiceError(("command",), f"{name} has no value")
         if name == "--model":
+            if positional is not None and values[0] != positional:
+                raise _ServiceError(
+                    ("command",),
+                    f"names two models: {positional} (first) and --model {values[0]}",
+                )
             flags.model = values[0]
         elif name == "--served-model-name":
             flags.served += values
@@ -466,13 +496,17 @@ def _host_port(service: dict[str, Any], env: Mapping[str, str], container_port: 
     )
 
 
-def _volumes(
-    service: dict[str, Any], env: Mapping[str, str], base: Path
-) -> tuple[tuple[str, Loc] | None, tuple[str, Loc] | None]:
-    from ryx_desktop.core.spec import HF_CACHE_MOUNT, MODELS_MOUNT
+@dataclass
+class _Mounts:
+    """The host folders a service mounts where ryx-desktop mounts its three."""
 
-    models: tuple[str, Loc] | None = None
-    hf: tuple[str, Loc] | None = None
+    models_dir: tuple[str, Loc] | None = None
+    hf_cache: tuple[str, Loc] | None = None
+    vllm_cache: tuple[str, Loc] | None = None
+
+
+def _volumes(service: dict[str, Any], env: Mapping[str, str], base: Path) -> _Mounts:
+    found = _Mounts()
     raw = service.get("volumes") or []
     if not isinstance(raw, list):
         raise _ServiceError(("volumes",), "volumes must be a list")
@@ -489,11 +523,14 @@ def _volumes(
         if not source.startswith(("/", "~", ".")):
             continue  # a named volume has no host path to record
         host = os.path.normpath(base / Path(source).expanduser())
+        where = (host, ("volumes", index))
         if target == MODELS_MOUNT:
-            models = (host, ("volumes", index))
+            found.models_dir = where
         elif target == HF_CACHE_MOUNT or target.endswith("/huggingface"):
-            hf = (host, ("volumes", index))
-    return models, hf
+            found.hf_cache = where
+        elif target == VLLM_CACHE_MOUNT:
+            found.vllm_cache = where
+    return found
 
 
 def _indexes(text: str, what: str, loc: Loc) -> tuple[int, ...]:
@@ -540,8 +577,6 @@ def _gpu_request(service: dict[str, Any], env: Mapping[str, str]) -> str | tuple
 def _parse_service(
     name: str, service: dict[str, Any], env: Mapping[str, str], base: Path
 ) -> _Service:
-    from ryx_desktop.core.spec import CONTAINER_PORT, LABEL_MODEL, key_from_container_name
-
     labels = _labels(service, env)
     container = service.get("container_name")
     key = labels.get(LABEL_MODEL) or (
@@ -556,7 +591,7 @@ def _parse_service(
     flags = _parse_flags(_command(service, env))
     model = flags.model or env_values.get("MODEL")
     if not model:
-        raise _ServiceError(("command",), "has no --model in its command")
+        raise _ServiceError(("command",), "names no model in its command (like `vllm serve MODEL`)")
     fields: dict[str, Any] = {"model": model}
     locs: dict[str, Loc] = {"model": ("command",)}
 
@@ -621,15 +656,16 @@ def _parse_service(
     for attr in ("category", "size", "name", "aliases", "idle_ttl", "start_timeout"):
         locs[attr] = ("labels",)
 
-    models_dir, hf_cache = _volumes(service, env, base)
+    mounts = _volumes(service, env, base)
     return _Service(
         name=name,
         key=key,
         image=_text(image, env),
         image_label=labels.get(LABEL_IMAGE),
         fields=fields,
-        models_dir=models_dir,
-        hf_cache=hf_cache,
+        models_dir=mounts.models_dir,
+        hf_cache=mounts.hf_cache,
+        vllm_cache=mounts.vllm_cache,
         locs=locs,
     )
 
@@ -649,7 +685,8 @@ HEADER = """\
 # Written by `ryx-desktop config export-compose`; works on its own too:
 #   docker compose -f THIS_FILE up -d [vllm-<key> ...]
 # Weights come from RYX_MODELS_DIR (mounted read-only at /models), the Hugging Face cache from
-# RYX_HF_CACHE. ryx-desktop adopts these containers by their io.ryx.* labels.
+# RYX_HF_CACHE, vLLM's compile cache from RYX_VLLM_CACHE. ryx-desktop adopts these containers
+# by their io.ryx.* labels.
 # Ports are published on 127.0.0.1 only.
 """
 
@@ -675,19 +712,10 @@ def export_compose(config: Config) -> str:
 
     External (``url:``) models are no containers; they travel in the ``x-ryx`` extension.
     """
-    from ryx_desktop.core.spec import (
-        CONTAINER_PORT,
-        HF_CACHE_MOUNT,
-        LABEL_MANAGED,
-        LABEL_MODEL,
-        MODELS_MOUNT,
-        container_name,
-        vllm_args,
-    )
-
     docker = config.docker
     models_src = f"${{{MODELS_DIR_VAR}:-{_escape(str(docker.models_dir))}}}"
     hf_src = f"${{{HF_CACHE_VAR}:-{_escape(str(docker.hf_cache))}}}"
+    vllm_src = f"${{{VLLM_CACHE_VAR}:-{_escape(str(docker.vllm_cache))}}}"
     services: dict[str, Any] = {}
     external: dict[str, Any] = {}
     for key, model in config.models.items():
@@ -698,8 +726,8 @@ def export_compose(config: Config) -> str:
         environment = {name: _escape(value) for name, value in model.env.items()}
         if "HF_TOKEN" not in environment:
             environment["HF_TOKEN"] = "${HF_TOKEN:-}"
-        if model.sleep_mode and "VLLM_SERVER_DEV_MODE" not in environment:
-            environment["VLLM_SERVER_DEV_MODE"] = "${VLLM_SERVER_DEV_MODE:-1}"
+        for name, value in default_env(model).items():
+            environment.setdefault(name, f"${{{name}:-{_escape(value)}}}")
         labels = {LABEL_MANAGED: "true", LABEL_MODEL: key}
         if model.name is not None:
             labels[LABEL_NAME] = model.name
@@ -718,7 +746,11 @@ def export_compose(config: Config) -> str:
             "container_name": container_name(key),
             "command": [_escape(arg) for arg in vllm_args(model)],
             "ports": [f"127.0.0.1:{model.port}:{CONTAINER_PORT}"],
-            "volumes": [f"{models_src}:{MODELS_MOUNT}:ro", f"{hf_src}:{HF_CACHE_MOUNT}"],
+            "volumes": [
+                f"{models_src}:{MODELS_MOUNT}:ro",
+                f"{hf_src}:{HF_CACHE_MOUNT}",
+                f"{vllm_src}:{VLLM_CACHE_MOUNT}",
+            ],
             "environment": environment,
             "ipc": "host",
         }

@@ -1,4 +1,5 @@
-"""Where the config file lives: ``--config``, then ``RYX_CONFIG``, then the user config dir."""
+"""Where ryx-desktop keeps things: the config file (``--config``, then ``RYX_CONFIG``, then the
+user config dir) and its caches (the user cache dir)."""
 
 from __future__ import annotations
 
@@ -23,3 +24,8 @@ def config_path(cli_path: str | None, environ: Mapping[str, str]) -> Path:
     if from_env:
         return Path(from_env).expanduser()
     return platformdirs.user_config_path(APP_NAME, appauthor=False) / FILE_NAME
+
+
+def default_vllm_cache() -> Path:
+    """Where vLLM's compile cache lives on the host: ``~/.cache/ryx-desktop/vllm`` on Linux."""
+    return platformdirs.user_cache_path(APP_NAME, appauthor=False) / "vllm"

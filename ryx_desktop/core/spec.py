@@ -10,29 +10,39 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from ryx_desktop.config import Config, ModelConfig
+from ryx_desktop.config.container import (
+    CONTAINER_PORT,
+    CONTAINER_PREFIX,
+    HF_CACHE_MOUNT,
+    LABEL_MANAGED,
+    LABEL_MODEL,
+    LABEL_SPEC_HASH,
+    MODELS_MOUNT,
+    PASSTHROUGH_ENV,
+    VLLM_CACHE_MOUNT,
+    container_name,
+    default_env,
+    key_from_container_name,
+    vllm_args,
+)
 
-CONTAINER_PREFIX = "ryx-vllm-"
-LABEL_MANAGED = "io.ryx.managed"
-LABEL_MODEL = "io.ryx.model"
-LABEL_SPEC_HASH = "io.ryx.spec-hash"
-CONTAINER_PORT = 8000
-MODELS_MOUNT = "/models"
-HF_CACHE_MOUNT = "/root/.cache/huggingface"
-#: Environment variables passed through from the user's environment when set; never hashed.
-PASSTHROUGH_ENV = ("HF_TOKEN",)
-
-
-def container_name(key: str) -> str:
-    """The container name of a model: the same one compose uses."""
-    return f"{CONTAINER_PREFIX}{key}"
-
-
-def key_from_container_name(name: str) -> str | None:
-    """The model key of a ``ryx-vllm-<key>`` container, else None."""
-    name = name.lstrip("/")
-    if name.startswith(CONTAINER_PREFIX) and len(name) > len(CONTAINER_PREFIX):
-        return name[len(CONTAINER_PREFIX) :]
-    return None
+__all__ = [
+    "CONTAINER_PORT",
+    "CONTAINER_PREFIX",
+    "HF_CACHE_MOUNT",
+    "LABEL_MANAGED",
+    "LABEL_MODEL",
+    "LABEL_SPEC_HASH",
+    "MODELS_MOUNT",
+    "PASSTHROUGH_ENV",
+    "VLLM_CACHE_MOUNT",
+    "ContainerSpec",
+    "Mount",
+    "build_spec",
+    "container_name",
+    "key_from_container_name",
+    "vllm_args",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,32 +70,13 @@ class ContainerSpec:
     host_ip: str = "127.0.0.1"
     container_port: int = CONTAINER_PORT
     ipc_mode: str = "host"
-    #: Host path of the weights when ``--model`` points into the models mount; checked before start.
+    #: Host path of the weights when the model points into the models mount; checked before start.
     host_model_path: str | None = None
     secret_env: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def spec_hash(self) -> str:
         return self.labels[LABEL_SPEC_HASH]
-
-
-def vllm_args(model: ModelConfig) -> tuple[str, ...]:
-    """vLLM's command line for a model, in the order the compose file uses."""
-    args = ["--model", model.model]
-    if model.served_name:
-        args += ["--served-model-name", model.served_name]
-    args += ["--host", "0.0.0.0", "--port", str(CONTAINER_PORT)]
-    args += ["--gpu-memory-utilization", _number(model.gpu_memory_utilization)]
-    if model.max_model_len is not None:
-        args += ["--max-model-len", str(model.max_model_len)]
-    if model.sleep_mode:
-        args.append("--enable-sleep-mode")
-    args += list(model.extra_args)
-    return tuple(args)
-
-
-def _number(value: float) -> str:
-    return repr(value)  # shortest text that reads back as the same float
 
 
 def build_spec(key: str, config: Config, environ: Mapping[str, str] | None = None) -> ContainerSpec:
@@ -98,10 +89,9 @@ def build_spec(key: str, config: Config, environ: Mapping[str, str] | None = Non
     mounts = (
         Mount(str(docker.models_dir), MODELS_MOUNT, read_only=True),
         Mount(str(docker.hf_cache), HF_CACHE_MOUNT),
+        Mount(str(docker.vllm_cache), VLLM_CACHE_MOUNT),
     )
-    env = dict(model.env)
-    if model.sleep_mode:
-        env.setdefault("VLLM_SERVER_DEV_MODE", "1")
+    env = {**default_env(model), **model.env}
     secret = {k: environ[k] for k in PASSTHROUGH_ENV if environ and environ.get(k)}
     command = vllm_args(model)
     hashed = {

@@ -97,6 +97,7 @@ class SettingsDialog(ConfigDialog):
         self._line(docker, "docker.image", "Image", "vllm/vllm-openai:latest")
         self._line(docker, "docker.models_dir", "Models folder", "mounted read-only at /models")
         self._line(docker, "docker.hf_cache", "Hugging Face cache", "~/.cache/huggingface")
+        self._line(docker, "docker.vllm_cache", "vLLM compile cache", "~/.cache/ryx-desktop/vllm")
 
         general = QFormLayout()
         self.default_model = QComboBox()
@@ -175,7 +176,7 @@ class SettingsDialog(ConfigDialog):
         put(gpu, "headroom", number_or_text(text["gpu.headroom"]))
         docker = config.docker.model_dump()
         docker["host"] = text["docker.host"] or None
-        for field in ("image", "models_dir", "hf_cache"):
+        for field in ("image", "models_dir", "hf_cache", "vllm_cache"):
             put(docker, field, text[f"docker.{field}"])
         return {
             **config_data(config),
@@ -204,6 +205,7 @@ class SettingsDialog(ConfigDialog):
             "docker.image": config.docker.image,
             "docker.models_dir": config.docker.models_dir,
             "docker.hf_cache": config.docker.hf_cache,
+            "docker.vllm_cache": config.docker.vllm_cache,
             "idle_ttl": config.idle_ttl,
         }
         for field, value in values.items():

@@ -108,6 +108,10 @@ def test_valid_settings_are_saved_atomically_and_applied(
             dialog.fields["idle_ttl"].setText("900")
             dialog.fields["docker.image"].setText("vllm/vllm-openai:v0.6.4")
             dialog.fields["docker.models_dir"].setText(str(tmp_path / "weights"))
+            assert dialog.fields["docker.vllm_cache"].text() == str(
+                rig.supervisor.config.docker.vllm_cache
+            )
+            dialog.fields["docker.vllm_cache"].setText(str(tmp_path / "compile"))
             dialog.default_model.setCurrentIndex(dialog.default_model.findData("a"))
             assert await dialog.submit()
             saved = load_config(rig.path)
@@ -118,6 +122,7 @@ def test_valid_settings_are_saved_atomically_and_applied(
             assert saved.gpu.policy == "fractional" and saved.gpu.headroom == 0.1
             assert saved.idle_ttl == 900 and saved.docker.image == "vllm/vllm-openai:v0.6.4"
             assert saved.docker.models_dir == tmp_path / "weights"
+            assert saved.docker.vllm_cache == tmp_path / "compile"
             assert saved.default_model == "a" and rig.supervisor.selected == "a"
             assert rig.files() == ["config.yaml"]
             assert dialog.result() == QDialog.DialogCode.Accepted

@@ -38,9 +38,11 @@ def test_docker_compose_accepts_the_three_model_setup(tmp_path: Path) -> None:
         assert service["container_name"] == "ryx-vllm-" + name.removeprefix("vllm-")
         assert service["ports"] == [f"127.0.0.1:{port}:8000/tcp"]
         assert f"{tmp_path}:/models:ro" in service["volumes"]
+        assert any(v.endswith(":/root/.cache/vllm:rw") for v in service["volumes"]), service
         assert service["ipc"] == "host"
         command = service["command"]
-        assert command[command.index("--model") + 1] == model
+        assert command[0] == model  # `vllm serve MODEL`: the image's entrypoint is `vllm serve`
+        assert "--model" not in command
         assert command[command.index("--gpu-memory-utilization") + 1] == "0.3"
         assert command[command.index("--max-model-len") + 1] == "4096"
         devices = service["deploy"]["resources"]["reservations"]["devices"]

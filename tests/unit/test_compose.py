@@ -19,8 +19,8 @@ from ryx_desktop.config import (
     import_compose,
 )
 from ryx_desktop.config._compose import interpolate
+from ryx_desktop.config.container import vllm_args
 from ryx_desktop.core.errors import ConfigError
-from ryx_desktop.core.spec import vllm_args
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "compose" / "model-router.yml"
@@ -218,7 +218,9 @@ def test_import_gpu_requests(tmp_path: Path, service: dict[str, Any], devices: o
 
 def _rich_config() -> Config:
     return Config(
-        docker=DockerConfig(models_dir=Path("/srv/models"), hf_cache=Path("/srv/hf")),
+        docker=DockerConfig(
+            models_dir=Path("/srv/models"), hf_cache=Path("/srv/hf"), vllm_cache=Path("/srv/vllm")
+        ),
         default_model="coder",
         models={
             **default_config().models,
@@ -260,6 +262,7 @@ def test_export_then_import_round_trips(tmp_path: Path, config: Config) -> None:
     assert back.default_model == config.default_model
     assert back.docker.models_dir == config.docker.models_dir
     assert back.docker.hf_cache == config.docker.hf_cache
+    assert back.docker.vllm_cache == config.docker.vllm_cache
     assert back.docker.image == config.docker.image
 
 
@@ -278,10 +281,14 @@ def test_export_writes_a_standalone_compose_file() -> None:
     assert big["container_name"] == "ryx-vllm-big"
     assert big["image"] == "vllm/vllm-openai:nightly"
     assert [a.replace("$$", "$") for a in big["command"]] == list(vllm_args(model))
+    # the image's entrypoint is `vllm serve`: the model comes first, positionally
+    assert big["command"][0] == "Qwen/Qwen2.5-14B"
+    assert "--model" not in big["command"]
     assert big["ports"] == ["127.0.0.1:8010:8000"]
     assert big["volumes"] == [
         "${RYX_MODELS_DIR:-/srv/models}:/models:ro",
         "${RYX_HF_CACHE:-/srv/hf}:/root/.cache/huggingface",
+        "${RYX_VLLM_CACHE:-/srv/vllm}:/root/.cache/vllm",
     ]
     assert big["ipc"] == "host"
     assert big["environment"]["HF_TOKEN"] == "${HF_TOKEN:-}"
@@ -301,6 +308,13 @@ def test_export_writes_a_standalone_compose_file() -> None:
         "io.ryx.image": "vllm/vllm-openai:nightly",
     }
     assert "deploy" not in services["vllm-cpu"]
+    assert services["vllm-cpu"]["environment"]["VLLM_TARGET_DEVICE"] == (
+        "${VLLM_TARGET_DEVICE:-cpu}"
+    )
+    assert services["vllm-cpu"]["environment"]["VLLM_CPU_KVCACHE_SPACE"] == (
+        "${VLLM_CPU_KVCACHE_SPACE:-4}"
+    )
+    assert "VLLM_TARGET_DEVICE" not in services["vllm-big"]["environment"]
     assert services["vllm-sleepy"]["environment"]["VLLM_SERVER_DEV_MODE"] == (
         "${VLLM_SERVER_DEV_MODE:-1}"
     )
@@ -321,6 +335,7 @@ def test_import_the_shipped_compose_file_gives_the_default_models() -> None:
     assert config.default_model == default_config().default_model
     assert config.docker.models_dir == SHIPPED.parent / "models"
     assert config.docker.hf_cache == Path.home() / ".cache" / "huggingface"
+    assert config.docker.vllm_cache == Path.home() / ".cache" / "ryx-desktop" / "vllm"
     assert config.docker.image == "vllm/vllm-openai:latest"
     moved = import_compose(SHIPPED, {"RYX_MODELS_DIR": "/data/llm"})
     assert moved.docker.models_dir == Path("/data/llm")
@@ -342,6 +357,7 @@ def test_shipped_compose_file_is_a_standalone_setup() -> None:
         assert service["ipc"] == "host"
         assert "${RYX_MODELS_DIR:-./models}:/models:ro" in service["volumes"]
         assert any(v.endswith(":/root/.cache/huggingface") for v in service["volumes"])
+        assert any(v.endswith(":/root/.cache/vllm") for v in service["volumes"])
         assert service["deploy"]["resources"]["reservations"]["devices"] == [
             {"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}
         ]
@@ -390,7 +406,10 @@ services:
     [
         pytest.param(_service(ports=None), "publishes no host port for vLLM's port 8000"),
         pytest.param(_service(ports=["8001-8002:8000"]), "host port '8001-8002' must be a single"),
-        pytest.param(_service(command="--host 0.0.0.0"), "has no --model in its command"),
+        pytest.param(_service(command="--host 0.0.0.0"), "names no model in its command"),
+        pytest.param(
+            _service(command="serve a --model b"), "names two models: a (first) and --model b"
+        ),
         pytest.param(_service(command="--model 'unclosed"), "cannot split the command"),
         pytest.param(
             _service(environment=["CUDA_VISIBLE_DEVICES=GPU-1234"]),
@@ -455,3 +474,51 @@ def test_interpolate_errors() -> None:
         interpolate("${A", {})
     with pytest.raises(ValueError, match="invalid variable"):
         interpolate("${1A}", {})
+
+
+# ------------------------------------------------------------------ the model, either way
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param("--model /models/a --max-model-len 1024 --enforce-eager", id="flag"),
+        pytest.param("--model=/models/a --max-model-len 1024 --enforce-eager", id="flag-equals"),
+        pytest.param("/models/a --max-model-len 1024 --enforce-eager", id="positional"),
+        pytest.param("serve /models/a --max-model-len 1024 --enforce-eager", id="serve"),
+        pytest.param("vllm serve /models/a --max-model-len 1024 --enforce-eager", id="vllm-serve"),
+        pytest.param(
+            ["vllm", "serve", "/models/a", "--max-model-len", "1024", "--enforce-eager"],
+            id="vllm-serve-list",
+        ),
+        pytest.param(
+            "python3 -m vllm.entrypoints.openai.api_server --model /models/a "
+            "--max-model-len 1024 --enforce-eager",
+            id="api-server-module",
+        ),
+        pytest.param("serve /models/a --model /models/a --max-model-len 1024 --enforce-eager"),
+    ],
+)
+def test_import_reads_the_model_given_either_way(tmp_path: Path, command: str | list[str]) -> None:
+    path = _write(tmp_path, yaml.safe_dump({"services": {"vllm-a": _service(command=command)}}))
+    model = import_compose(path, {}).models["a"]
+    assert isinstance(model, ModelConfig)
+    assert model.model == "/models/a"
+    assert model.max_model_len == 1024
+    assert model.extra_args == ("--enforce-eager",)
+
+
+def test_import_reads_the_vllm_cache_mount(tmp_path: Path) -> None:
+    service = _service(volumes=["/srv/m:/models:ro", "~/vc:/root/.cache/vllm"])
+    path = _write(tmp_path, yaml.safe_dump({"services": {"vllm-a": service}}))
+    assert import_compose(path, {}).docker.vllm_cache == Path.home() / "vc"
+
+
+def test_import_keeps_a_cpu_models_own_kv_cache_size(tmp_path: Path) -> None:
+    # A passed-through default is not config; a literal value the user chose is.
+    env = {"VLLM_TARGET_DEVICE": "${VLLM_TARGET_DEVICE:-cpu}", "VLLM_CPU_KVCACHE_SPACE": "8"}
+    path = _write(tmp_path, yaml.safe_dump({"services": {"vllm-a": _service(environment=env)}}))
+    model = import_compose(path, {}).models["a"]
+    assert isinstance(model, ModelConfig)
+    assert model.devices == "none"
+    assert model.env == {"VLLM_CPU_KVCACHE_SPACE": "8"}

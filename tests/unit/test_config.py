@@ -81,6 +81,22 @@ def test_config_path_prefers_cli_then_env_then_user_dir(tmp_path: Path) -> None:
     assert config_path("~/x.yaml", {}) == Path.home() / "x.yaml"
 
 
+def test_vllm_cache_defaults_to_the_user_cache_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert DockerConfig().vllm_cache == tmp_path / "xdg" / "ryx-desktop" / "vllm"
+
+
+def test_vllm_cache_expands_home_and_is_written_only_when_set() -> None:
+    assert DockerConfig(vllm_cache=Path("~/vc")).vllm_cache == Path.home() / "vc"
+    assert "vllm_cache" not in dump_config(Config())  # the default is not written out
+    config = parse_config("docker:\n  vllm_cache: ~/compile-cache\n", "c.yaml")
+    assert config.docker.vllm_cache == Path.home() / "compile-cache"
+    back = parse_config(dump_config(config), "dump.yaml")
+    assert back.docker.vllm_cache == Path.home() / "compile-cache"
+
+
 # ------------------------------------------------------------------ loading
 
 
