@@ -314,6 +314,8 @@ class Setup:
     timeout: float
     workdir: Path
     ports: list[int] = field(default_factory=list)  # ryx's model port, then the reference's
+    max_model_len: int | None = None
+    gpu_memory_utilization: float | None = None
 
     def config_data(self, vllm_cache: Path | None) -> dict[str, Any]:
         """The ryx config (as a mapping) with the one model ``MODEL_KEY``."""
@@ -337,6 +339,10 @@ class Setup:
         }
         if self.served_name:
             model["served_name"] = self.served_name
+        if self.max_model_len is not None:
+            model["max_model_len"] = self.max_model_len
+        if self.gpu_memory_utilization is not None:
+            model["gpu_memory_utilization"] = self.gpu_memory_utilization
         return {
             "proxy": {"host": "127.0.0.1", "port": self.ports[-1]},
             "docker": docker,
@@ -358,7 +364,10 @@ def make_config(setup: Setup, vllm_cache: Path | None) -> Any:
     folder = vllm_cache if has_vllm_cache() else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-    return Config.model_validate(setup.config_data(folder))
+    try:
+        return Config.model_validate(setup.config_data(folder))
+    except ValueError as exc:  # pydantic's ValidationError is one
+        raise SystemExit(f"ryx-desktop refuses the model's settings: {exc}") from None
 
 
 def free_ports(count: int, candidates: Sequence[int] = PORT_RANGE) -> list[int]:
@@ -653,6 +662,10 @@ def main(argv: list[str] | None = None) -> None:
         "-e", "--env", action="append", default=[], metavar="K=V", help="container env, repeatable"
     )
     parser.add_argument("--devices", default="none", help="all, none (default) or 0,1")
+    parser.add_argument("--max-model-len", type=int, help="the model's max_model_len")
+    parser.add_argument(
+        "--gpu-memory-utilization", type=float, help="the model's gpu_memory_utilization"
+    )
     parser.add_argument(
         "--timeout", type=float, default=900.0, help="seconds one start may take (default 900)"
     )
@@ -699,6 +712,8 @@ def main(argv: list[str] | None = None) -> None:
             timeout=args.timeout,
             workdir=workdir,
             ports=free_ports(3),
+            max_model_len=args.max_model_len,
+            gpu_memory_utilization=args.gpu_memory_utilization,
         )
         with ryx_container_removed():
             if args.second_start:

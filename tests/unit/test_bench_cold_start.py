@@ -184,3 +184,14 @@ def test_the_reference_gets_ryx_s_own_container_command_and_mounts(tmp_path: Pat
         assert (tmp_path / "cache").is_dir()
     else:
         assert "/root/.cache/vllm" not in targets
+
+
+def test_max_model_len_and_memory_share_are_the_model_s_own_settings(tmp_path: Path) -> None:
+    setup = _setup(tmp_path, max_model_len=1024, gpu_memory_utilization=0.5)
+    model = cold_start.make_config(setup, None).models[cold_start.MODEL_KEY]
+    assert (model.max_model_len, model.gpu_memory_utilization) == (1024, 0.5)
+
+
+def test_settings_ryx_refuses_end_the_run_with_its_reason(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match=r"refuses the model.s settings(.|\n)*--max-model-len"):
+        cold_start.make_config(_setup(tmp_path, extra_args=["--max-model-len=9"]), None)
