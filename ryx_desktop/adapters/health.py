@@ -1,7 +1,9 @@
 """Health and metrics probes of vLLM (or any OpenAI-compatible) servers over HTTP, with httpx.
 
 ``probe`` asks ``/health`` and ``/v1/models``; ``metrics`` reads vLLM's request and KV-cache gauges
-from ``/metrics``. Network failures never raise: they come back as an unreachable result or None.
+from ``/metrics``; ``first_answer`` asks for one token, to know the model can really generate.
+Network failures never raise: they come back as an unreachable result, a failed answer or None.
+A server started with ``--api-key`` gets the key as ``Authorization: Bearer`` on every request.
 """
 
 from __future__ import annotations
@@ -13,11 +15,16 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from ryx_desktop.core.ports import ProbeResult
+from ryx_desktop.core.ports import AnswerResult, ProbeResult
 from ryx_desktop.core.states import ModelMetrics
 
 CONNECT_TIMEOUT = 1.0
 READ_TIMEOUT = 3.0
+#: The first request may compile kernels or capture graphs on the way: give it time.
+ANSWER_TIMEOUT = 120.0
+#: Statuses that mean the server refused the question itself, not that it cannot answer.
+_MISSING = 404
+_REFUSED_KEY = (401, 403)
 
 RUNNING = "vllm:num_requests_running"
 WAITING = "vllm:num_requests_waiting"
@@ -36,12 +43,14 @@ class HttpHealthProbe:
         transport: httpx.AsyncBaseTransport | None = None,
         connect_timeout: float = CONNECT_TIMEOUT,
         read_timeout: float = READ_TIMEOUT,
+        answer_timeout: float = ANSWER_TIMEOUT,
     ) -> None:
         self._transport = transport
         self._timeout = httpx.Timeout(
             connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout
         )
         self._read_timeout = read_timeout
+        self._answer_timeout = answer_timeout
         self._client: httpx.AsyncClient | None = None
 
     def _http(self) -> httpx.AsyncClient:
@@ -54,17 +63,18 @@ class HttpHealthProbe:
             )
         return self._client
 
-    async def probe(self, base_url: str) -> ProbeResult:
+    async def probe(self, base_url: str, api_key: str | None = None) -> ProbeResult:
         """GET ``/health`` then ``/v1/models``; never raises for network errors."""
         base = base_url.rstrip("/")
+        headers = _auth(api_key)
         try:
-            health = await self._http().get(f"{base}/health")
+            health = await self._http().get(f"{base}/health", headers=headers)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             return ProbeResult(reachable=False, healthy=False, error=self._describe(exc))
         healthy = health.status_code == 200
         error = "" if healthy else f"/health answered HTTP {health.status_code}"
         try:
-            models = await self._http().get(f"{base}/v1/models")
+            models = await self._http().get(f"{base}/v1/models", headers=headers)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             return ProbeResult(
                 reachable=True, healthy=healthy, error=f"/v1/models: {self._describe(exc)}"
@@ -76,23 +86,70 @@ class HttpHealthProbe:
                 error = error or "/v1/models answered something that is not a model list"
             else:
                 names = parsed
+        elif models.status_code in _REFUSED_KEY:
+            error = error or (
+                f"/v1/models answered HTTP {models.status_code}: the server wants an API key "
+                "(set --api-key in extra_args or VLLM_API_KEY in env to the server's key)"
+            )
         else:
             error = error or f"/v1/models answered HTTP {models.status_code}"
         return ProbeResult(reachable=True, healthy=healthy, served_names=names, error=error)
 
-    async def metrics(self, base_url: str) -> ModelMetrics | None:
+    async def metrics(self, base_url: str, api_key: str | None = None) -> ModelMetrics | None:
         """vLLM's requests running and waiting and its KV-cache use (0..1), from ``/metrics``.
 
         Several series of one gauge (one per engine) are summed; the KV-cache share is their
         mean. None when the server is unreachable, answers an error, or reports none of them.
         """
         try:
-            response = await self._http().get(f"{base_url.rstrip('/')}/metrics")
+            response = await self._http().get(
+                f"{base_url.rstrip('/')}/metrics", headers=_auth(api_key)
+            )
         except (httpx.HTTPError, httpx.InvalidURL):
             return None
         if response.status_code != 200:
             return None
         return parse_metrics(response.text)
+
+    async def first_answer(
+        self, base_url: str, served_name: str, api_key: str | None = None
+    ) -> AnswerResult:
+        """Ask for one token: ``/v1/completions``, or ``/v1/chat/completions`` when that is 404.
+
+        A 5xx, a refused key or no answer at all is a failure, with the server's own message.
+        Other refusals (400: the question, not the engine) count as answered; a server with
+        neither endpoint (an embedding model) is ``skipped``.
+        """
+        base = base_url.rstrip("/")
+        asks = (
+            ("/v1/completions", {"model": served_name, "prompt": "Hi", "max_tokens": 1}),
+            (
+                "/v1/chat/completions",
+                {
+                    "model": served_name,
+                    "messages": [{"role": "user", "content": "Hi"}],
+                    "max_tokens": 1,
+                },
+            ),
+        )
+        timeout = httpx.Timeout(self._answer_timeout, connect=self._timeout.connect)
+        for path, body in asks:
+            try:
+                answer = await self._http().post(
+                    base + path, json=body, headers=_auth(api_key), timeout=timeout
+                )
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                return AnswerResult(ok=False, error=f"{path}: {self._describe(exc, answer=True)}")
+            if answer.status_code == _MISSING and path != asks[-1][0]:
+                continue
+            if answer.status_code < 300:
+                return AnswerResult(ok=True, status=answer.status_code)
+            message = _error_message(answer)
+            if answer.status_code == _MISSING:
+                return AnswerResult(ok=True, status=_MISSING, error=message, skipped=True)
+            failed = answer.status_code >= 500 or answer.status_code in _REFUSED_KEY
+            return AnswerResult(ok=not failed, status=answer.status_code, error=message)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop always returns
 
     async def close(self) -> None:
         """Close the HTTP client (it is created again on next use)."""
@@ -100,12 +157,13 @@ class HttpHealthProbe:
         if client is not None:
             await client.aclose()
 
-    def _describe(self, exc: Exception) -> str:
+    def _describe(self, exc: Exception, *, answer: bool = False) -> str:
         """A short reason for a failed request."""
         if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
             return "connection timed out"
         if isinstance(exc, httpx.TimeoutException):
-            return f"no answer within {self._read_timeout:g} s"
+            waited = self._answer_timeout if answer else self._read_timeout
+            return f"no answer within {waited:g} s"
         if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
             return f"invalid URL ({exc})"
         if isinstance(exc, httpx.ConnectError):
@@ -137,6 +195,31 @@ def _os_errors(exc: BaseException, depth: int = 0) -> Iterator[OSError]:
             inner.append(linked)
     for item in inner:
         yield from _os_errors(item, depth + 1)
+
+
+def _auth(api_key: str | None) -> dict[str, str] | None:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else None
+
+
+def _error_message(response: httpx.Response) -> str:
+    """The message of an error answer: OpenAI's nested ``{"error": {"message"}}``, vLLM 0.6's
+    flat ``{"message"}``, FastAPI's ``{"detail"}``, or the start of the text."""
+    prefix = f"HTTP {response.status_code}"
+    try:
+        body: Any = response.json()
+    except ValueError:
+        text = response.text.strip()
+        return f"{prefix}: {text[:300]}" if text else prefix
+    if isinstance(body, dict):
+        inner = body.get("error")
+        for holder in (inner, body):
+            if isinstance(holder, dict):
+                for field in ("message", "detail"):
+                    if isinstance(holder.get(field), str) and holder[field]:
+                        return f"{prefix}: {holder[field]}"
+        if isinstance(inner, str) and inner:
+            return f"{prefix}: {inner}"
+    return prefix
 
 
 def _served_names(response: httpx.Response) -> tuple[str, ...] | None:

@@ -141,15 +141,35 @@ class ProbeResult:
         return self.healthy and served_name in self.served_names
 
 
-class HealthProbe(Protocol):
-    """Asks a model server how it is."""
+@dataclass(frozen=True, slots=True)
+class AnswerResult:
+    """A model server's answer to one tiny completion: can it really generate?"""
 
-    async def probe(self, base_url: str) -> ProbeResult:
+    ok: bool
+    status: int | None = None  # HTTP status of the answer; None when none came
+    error: str = ""  # the server's own error message, or why no answer came
+    skipped: bool = False  # the server has no completion endpoint to ask (e.g. embeddings)
+
+
+class HealthProbe(Protocol):
+    """Asks a model server how it is.
+
+    ``api_key`` is the key the server itself requires (vLLM's ``--api-key``); it is sent as
+    ``Authorization: Bearer`` on every request, since vLLM guards every ``/v1/*`` path with it.
+    """
+
+    async def probe(self, base_url: str, api_key: str | None = None) -> ProbeResult:
         """GET /health and /v1/models."""
         ...
 
-    async def metrics(self, base_url: str) -> ModelMetrics | None:
+    async def metrics(self, base_url: str, api_key: str | None = None) -> ModelMetrics | None:
         """GET /metrics and read vLLM's request and KV-cache gauges; None when unavailable."""
+        ...
+
+    async def first_answer(
+        self, base_url: str, served_name: str, api_key: str | None = None
+    ) -> AnswerResult:
+        """POST a 1-token completion (chat when completions is missing); never raises."""
         ...
 
     async def close(self) -> None: ...

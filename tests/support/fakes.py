@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from ryx_desktop.core.errors import ImageMissingError, PortInUseError
 from ryx_desktop.core.ports import (
+    AnswerResult,
     ContainerInfo,
     ContainerStatus,
     ProbeResult,
@@ -68,6 +69,7 @@ class FakeContainer:
     served_name: str
     serving: bool = False
     log_lines: list[str] = field(default_factory=list)
+    api_key: str | None = None  # what vLLM's --api-key / VLLM_API_KEY made it require
 
 
 class FakeRuntime:
@@ -90,6 +92,7 @@ class FakeRuntime:
         self._events: asyncio.Queue[RuntimeEvent] = asyncio.Queue()
         self._log_waiters: dict[str, asyncio.Event] = {}
         self.live_logs = False  # follow_logs waits for write_log lines until the container ends
+        self.inspects = 0  # calls of inspect: the start loop must not hammer Docker
 
     # -- helpers for tests --
     def by_key(self, key: str) -> FakeContainer | None:
@@ -162,10 +165,10 @@ class FakeRuntime:
             spec_hash=spec.spec_hash,
             host_port=spec.host_port,
         )
-        args = spec.command
-        flag = "--served-model-name"
-        served = args[args.index(flag) + 1] if flag in args else args[1]
-        container = FakeContainer(info, spec, served, log_lines=list(self.LOAD_LINES))
+        served = _served_name(spec.command)
+        container = FakeContainer(
+            info, spec, served, log_lines=list(self.LOAD_LINES), api_key=_required_key(spec)
+        )
         self.containers[cid] = container
         if behaviour == "ok":
             container.serving = True
@@ -173,10 +176,13 @@ class FakeRuntime:
             container.log_lines.append("RuntimeError: CUDA error: an illegal memory access")
             container.info = replace(info, status=ContainerStatus.EXITED, exit_code=1)
         elif behaviour == "oom":
-            container.info = replace(info, status=ContainerStatus.EXITED, exit_code=137)
+            container.info = replace(
+                info, status=ContainerStatus.EXITED, exit_code=137, oom_killed=True
+            )
         return container.info
 
     async def inspect(self, container_id: str) -> ContainerInfo | None:
+        self.inspects += 1
         c = self.containers.get(container_id)
         return c.info if c else None
 
@@ -223,30 +229,81 @@ def _running(c: FakeContainer) -> bool:
     return c.info.status is ContainerStatus.RUNNING
 
 
+def _served_name(args: tuple[str, ...]) -> str:
+    """What vLLM would answer to: ``--served-model-name``, else the model (positional or
+    ``--model``, as older command lines gave it)."""
+    for flag in ("--served-model-name", "--model"):
+        if flag in args:
+            return args[args.index(flag) + 1]
+    start = 1 if args and args[0] == "serve" else 0
+    return args[start]
+
+
+def _required_key(spec: ContainerSpec) -> str | None:
+    """The key vLLM would require: ``--api-key`` first, else ``VLLM_API_KEY``."""
+    args = list(spec.command)
+    for index, arg in enumerate(args):
+        flag, eq, value = arg.partition("=")
+        if flag in ("--api-key", "--api_key"):
+            return value if eq else args[index + 1]
+    return spec.env.get("VLLM_API_KEY") or None
+
+
 class FakeHealth:
-    """Answers probes from what the fake runtime's containers are doing."""
+    """Answers probes from what the fake runtime's containers are doing.
+
+    A container that requires an API key answers ``/v1/models`` (so: the probe's served names)
+    only to a probe that sends it, as vLLM does. ``answers`` scripts the first answer per
+    served name (default: answered); ``external`` lists an external server's models by URL.
+    """
 
     def __init__(self, runtime: FakeRuntime) -> None:
         self.runtime = runtime
-        self.external_up: set[str] = set()
+        self.external_up: set[str] = set()  # URLs of external servers serving ("remote",)
+        self.external: dict[str, tuple[str, ...]] = {}  # URL -> the models it lists
+        self.answers: dict[str, AnswerResult] = {}
         self.probes = 0
+        self.keys_sent: list[tuple[str, str | None]] = []  # (what, api_key) for every call
+        self.first_answers: list[str] = []  # served names asked for a first answer
+        self.on_first_answer: Callable[[str], None] | None = None
 
-    async def probe(self, base_url: str) -> ProbeResult:
-        self.probes += 1
-        if base_url in self.external_up:
-            return ProbeResult(reachable=True, healthy=True, served_names=("remote",))
+    def _serving(self, base_url: str) -> list[FakeContainer]:
         port = int(base_url.rsplit(":", 1)[1])
-        names = tuple(
-            c.served_name
+        return [
+            c
             for c in self.runtime.containers.values()
             if c.serving and c.info.status is ContainerStatus.RUNNING and c.info.host_port == port
-        )
-        if names:
-            return ProbeResult(reachable=True, healthy=True, served_names=names)
-        return ProbeResult(reachable=False, healthy=False, error="connection refused")
+        ]
 
-    async def metrics(self, base_url: str) -> ModelMetrics | None:
+    async def probe(self, base_url: str, api_key: str | None = None) -> ProbeResult:
+        self.probes += 1
+        self.keys_sent.append(("probe", api_key))
+        if base_url in self.external:
+            return ProbeResult(reachable=True, healthy=True, served_names=self.external[base_url])
+        if base_url in self.external_up:
+            return ProbeResult(reachable=True, healthy=True, served_names=("remote",))
+        serving = self._serving(base_url)
+        if not serving:
+            return ProbeResult(reachable=False, healthy=False, error="connection refused")
+        if any(c.api_key is not None and c.api_key != api_key for c in serving):
+            return ProbeResult(reachable=True, healthy=True, error="/v1/models answered HTTP 401")
+        return ProbeResult(
+            reachable=True, healthy=True, served_names=tuple(c.served_name for c in serving)
+        )
+
+    async def metrics(self, base_url: str, api_key: str | None = None) -> ModelMetrics | None:
+        self.keys_sent.append(("metrics", api_key))
         return ModelMetrics(requests_running=0.0, requests_waiting=0.0, kv_cache_usage=0.1)
+
+    async def first_answer(
+        self, base_url: str, served_name: str, api_key: str | None = None
+    ) -> AnswerResult:
+        self.keys_sent.append(("first_answer", api_key))
+        self.first_answers.append(served_name)
+        if self.on_first_answer is not None:
+            self.on_first_answer(served_name)
+        await asyncio.sleep(0)
+        return self.answers.get(served_name, AnswerResult(ok=True, status=200))
 
     async def close(self) -> None:
         return None

@@ -1,0 +1,92 @@
+"""Pieces of "is it ready yet?" that the supervisor's start loop is built from.
+
+A starting vLLM does not listen until its engine is built, so the start loop probes it often
+(a refused connection costs next to nothing) and wakes at once when the log says the server is
+up or the container dies. Before a model counts as ready it answers one tiny completion, since
+``/health`` is 200 before any forward pass ran. Starts on one GPU take turns between container
+start and ready, so two vLLMs never size their KV cache against each other (vllm#55827).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterable
+
+from ryx_desktop.core.errors import ContainerExitedError
+from ryx_desktop.core.ports import Clock
+
+#: Log lines that say the HTTP server is (about to be) listening: vLLM 0.3x prints both; older
+#: versions printed uvicorn's own line.
+STARTUP_LINES = ("Application startup complete", "Starting vLLM server on", "Uvicorn running on")
+
+
+def parse_startup_complete(line: str) -> bool:
+    """True when a log line says the server is up (or is binding its port right now).
+
+    >>> parse_startup_complete("(APIServer pid=1) INFO:     Application startup complete.")
+    True
+    """
+    return any(marker in line for marker in STARTUP_LINES)
+
+
+class FirstAnswerError(ContainerExitedError):
+    """The model's server said it was healthy but could not answer a 1-token request."""
+
+    hint = (
+        "Read the log lines above for the engine's error; set `first_answer_check: false` "
+        "to skip this check (the model will then fail on its first real request instead)."
+    )
+
+
+async def sleep_or_wake(clock: Clock, seconds: float, wake: asyncio.Event) -> bool:
+    """Sleep ``seconds`` on ``clock`` or until ``wake`` is set; True when woken."""
+    if wake.is_set():
+        return True
+    sleeper = asyncio.ensure_future(clock.sleep(seconds))
+    waiter = asyncio.ensure_future(wake.wait())
+    try:
+        await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sleeper.cancel()
+        waiter.cancel()
+    return wake.is_set()
+
+
+class GpuStartGate:
+    """One start at a time per GPU, held from container start until ready (or failure)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._holders: dict[int, str] = {}
+
+    def holder(self, gpu: int) -> str | None:
+        """The key of the model whose start holds ``gpu`` now."""
+        return self._holders.get(gpu)
+
+    @contextlib.asynccontextmanager
+    async def hold(
+        self, key: str, gpus: Iterable[int], on_wait: Callable[[str], None] | None = None
+    ) -> AsyncIterator[None]:
+        """Take every GPU of ``gpus`` in index order (so two starts cannot deadlock).
+
+        ``on_wait`` hears a short sentence each time the start has to wait for another one.
+        No GPUs (``devices: none``): nothing to take.
+        """
+        taken: list[int] = []
+        try:
+            for gpu in sorted(gpus):
+                lock = self._locks.setdefault(gpu, asyncio.Lock())
+                if lock.locked() and on_wait is not None:
+                    on_wait(
+                        f"waiting for GPU {gpu}: {self._holders.get(gpu, 'another model')} "
+                        "is starting on it"
+                    )
+                await lock.acquire()
+                taken.append(gpu)
+                self._holders[gpu] = key
+            yield
+        finally:
+            for gpu in reversed(taken):
+                self._holders.pop(gpu, None)
+                self._locks[gpu].release()
