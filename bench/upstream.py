@@ -122,10 +122,10 @@ class Responses:
             body,
         )
 
-    def error(self, status: int, message: str) -> bytes:
-        """An OpenAI-style error response."""
-        body = {"object": "error", "message": message, "type": "BadRequestError", "code": status}
-        return self.plain(status, _dumps(body))
+    def error(self, status: int, message: str, kind: str = "BadRequestError") -> bytes:
+        """An error response in vLLM's shape: OpenAI's, nested under ``error``."""
+        error = {"message": message, "type": kind, "param": None, "code": status}
+        return self.plain(status, _dumps({"error": error}))
 
     def completion(self, max_tokens: int) -> bytes:
         """The non-streaming completion of ``max_tokens`` tokens."""
@@ -311,7 +311,14 @@ class UpstreamProtocol(asyncio.Protocol):
                 transport.write(responses.error(400, "body is not a JSON chat request"))
                 return
             if model != responses.served_name:
-                transport.write(responses.error(404, f"The model `{model}` does not exist."))
+                transport.write(
+                    responses.error(
+                        404,
+                        f"The model `{model}` does not exist. "
+                        f"Valid aliases: {responses.served_name}.",
+                        "NotFoundError",
+                    )
+                )
             elif max_tokens < 1 or max_tokens > 1_000_000:
                 transport.write(responses.error(400, "max_tokens must be in 1..1000000"))
             elif stream and interval > 0:

@@ -144,7 +144,8 @@ def test_start_watch_read_logs_and_stop_a_model_from_the_window(
         log_view = window.log_view
         assert log_view.key == MODEL
         await wait_for(
-            lambda: "Uvicorn running on" in log_view.text(), "the container's log in the log view"
+            lambda: "Application startup complete" in log_view.text(),
+            "the container's log in the log view",
         )
         text = log_view.text()
         assert "Loading safetensors checkpoint shards: 100% Completed" in text
@@ -162,7 +163,9 @@ def test_start_watch_read_logs_and_stop_a_model_from_the_window(
             lambda: not docker_client.containers.list(all=True, filters={"name": CONTAINER}),
             "the model's container to be removed",
         )
-        assert "Uvicorn running on" in log_view.text(), "the stopped model's log stays readable"
+        assert "Application startup complete" in log_view.text(), (
+            "the stopped model's log stays readable"
+        )
         assert window.action("start").isEnabled()
         assert window.notice_text() == NO_TRAY_NOTICE
 

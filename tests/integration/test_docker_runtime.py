@@ -192,10 +192,10 @@ async def test_follow_logs_yields_load_progress_and_ends_when_the_container_stop
 
     await eventually(no_log_threads, 5, "the log thread to stop after the loop broke out")
 
-    # The server prints its "Uvicorn running on" line just after "startup complete".
+    # "Application startup complete." is the server's last start-up line.
     async def last_three() -> list[str] | None:
         tail = await runtime.logs(info.id, 3)
-        return tail if tail and "Uvicorn running on" in tail[-1] else None
+        return tail if tail and "Application startup complete" in tail[-1] else None
 
     tail = await eventually(last_three, 10, "the server's last start-up line")
     assert len(tail) == 3

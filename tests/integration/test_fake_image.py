@@ -49,7 +49,7 @@ def test_image_is_small_with_the_server_as_entrypoint(
 def test_container_becomes_healthy_and_lists_its_model(
     run_fake_vllm: Callable[..., Any],
 ) -> None:
-    fake = run_fake_vllm("--model", SMALL, "--port", "8000").wait_healthy()
+    fake = run_fake_vllm(SMALL, "--port", "8000").wait_healthy()
 
     models = httpx.get(f"{fake.url}/v1/models", timeout=5).json()
     assert [m["id"] for m in models["data"]] == [SMALL]
@@ -57,12 +57,13 @@ def test_container_becomes_healthy_and_lists_its_model(
 
     logs = fake.logs()
     assert "Loading safetensors checkpoint shards: 100% Completed | 4/4" in logs
-    assert "Uvicorn running on http://0.0.0.0:8000" in logs
+    assert "Starting vLLM server on http://0.0.0.0:8000" in logs
+    assert "INFO:     Application startup complete." in logs
 
 
 def test_served_name_and_chat_in_a_container(run_fake_vllm: Callable[..., Any]) -> None:
     fake = run_fake_vllm(
-        "--model", SMALL, "--served-model-name", "qwen-small", "--enable-sleep-mode"
+        SMALL, "--served-model-name", "qwen-small", "--enable-sleep-mode"
     ).wait_healthy()
 
     reply = httpx.post(
@@ -80,7 +81,7 @@ def test_served_name_and_chat_in_a_container(run_fake_vllm: Callable[..., Any]) 
 
 
 def test_docker_stop_is_graceful_and_prompt(run_fake_vllm: Callable[..., Any]) -> None:
-    fake = run_fake_vllm("--model", SMALL).wait_healthy()
+    fake = run_fake_vllm(SMALL).wait_healthy()
 
     started = time.monotonic()
     fake.container.stop(timeout=10)
@@ -95,7 +96,7 @@ def test_docker_stop_is_graceful_and_prompt(run_fake_vllm: Callable[..., Any]) -
 def test_missing_model_path_exits_1_like_vllm(
     run_fake_vllm: Callable[..., Any], wait_until: Callable[..., Any]
 ) -> None:
-    fake = run_fake_vllm("--model", "/models/nope/missing")
+    fake = run_fake_vllm("/models/nope/missing")
 
     def exited() -> bool:
         fake.container.reload()
@@ -103,13 +104,16 @@ def test_missing_model_path_exits_1_like_vllm(
 
     wait_until(exited, 30, what="the container to exit")
     assert fake.container.attrs["State"]["ExitCode"] == 1
-    assert "OSError: Incorrect path_or_model_id: '/models/nope/missing'" in fake.logs()
+    assert (
+        "OSError: Repo id must be in the form 'repo_name' or 'namespace/repo_name': "
+        "'/models/nope/missing'." in fake.logs()
+    )
 
 
 def test_exit_code_knob_in_a_container(
     run_fake_vllm: Callable[..., Any], wait_until: Callable[..., Any]
 ) -> None:
-    fake = run_fake_vllm("--model", SMALL, env={"FAKE_VLLM_EXIT_CODE": "137"})
+    fake = run_fake_vllm(SMALL, env={"FAKE_VLLM_EXIT_CODE": "137"})
 
     def exited() -> bool:
         fake.container.reload()

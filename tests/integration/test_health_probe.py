@@ -17,7 +17,7 @@ GENERAL = "/models/medium/general/qwen2.5-7b-gptq"
 @pytest.mark.asyncio
 async def test_probe_turns_healthy_and_reads_metrics(run_fake_vllm: Callable[..., Any]) -> None:
     fake = run_fake_vllm(
-        "--model", GENERAL, "--served-model-name", "qwen", env={"FAKE_VLLM_LOAD_SECONDS": "1.5"}
+        GENERAL, "--served-model-name", "qwen", env={"FAKE_VLLM_LOAD_SECONDS": "1.5"}
     )
     probe = HttpHealthProbe()
     try:
@@ -54,7 +54,7 @@ async def test_probe_turns_healthy_and_reads_metrics(run_fake_vllm: Callable[...
 async def test_probe_of_a_stopped_server_is_unreachable(
     run_fake_vllm: Callable[..., Any],
 ) -> None:
-    fake = run_fake_vllm("--model", GENERAL).wait_healthy()
+    fake = run_fake_vllm(GENERAL).wait_healthy()
     probe = HttpHealthProbe()
     try:
         assert (await probe.probe(fake.url)).serves(GENERAL)

@@ -92,7 +92,6 @@ def start_fake_upstream(
     command = [
         sys.executable,
         str(SERVER),
-        "--model",
         str(model_dir),
         "--served-model-name",
         served_name,

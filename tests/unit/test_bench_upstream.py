@@ -193,7 +193,8 @@ def test_health_models_and_errors(upstream: str) -> None:
         assert [m["id"] for m in models["data"]] == ["bm"]
         wrong = client.post("/v1/chat/completions", json=chat(1, False, model="other"))
         assert wrong.status_code == 404
-        assert "other" in wrong.json()["message"]
+        assert wrong.json()["error"]["type"] == "NotFoundError"
+        assert "The model `other` does not exist." in wrong.json()["error"]["message"]
         assert client.post("/v1/chat/completions", content=b"{nope").status_code == 400
         assert client.get("/nowhere").status_code == 404
 

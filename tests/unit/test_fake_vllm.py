@@ -20,7 +20,8 @@ import httpx
 import pytest
 
 SERVER = Path(__file__).resolve().parents[1] / "fake_vllm" / "server.py"
-UVICORN = re.compile(r"Uvicorn running on http://[^\s]+:(\d+) \(Press CTRL\+C to quit\)")
+STARTING = re.compile(r"Starting vLLM server on http://[^\s]+:(\d+)$")
+STARTED = "INFO:     Application startup complete."
 PROGRESS = re.compile(r"Loading safetensors checkpoint shards:\s+(\d+)% Completed \| (\d+)/(\d+)")
 TIMEOUT = 15.0
 
@@ -89,7 +90,8 @@ class FakeServer:
         return self.lines
 
     def ready(self) -> FakeServer:
-        self.port = int(self.wait_line(UVICORN).group(1))
+        self.port = int(self.wait_line(STARTING).group(1))
+        self.wait_line(re.escape(STARTED))
         return self
 
     @property
@@ -121,9 +123,9 @@ def start() -> Iterator[Callable[..., FakeServer]]:
 
 @pytest.fixture(scope="module")
 def shared() -> Iterator[FakeServer]:
-    """One ready server for the tests that only read: served as ``qwen`` and ``q-alias``."""
+    """One ready server for the tests that only read: served as ``qwen`` and ``q-alias``, with
+    every flag ryx-desktop and the other tests pass."""
     server = FakeServer(
-        "--model",
         "Qwen/Qwen2.5-3B",
         "--served-model-name",
         "qwen",
@@ -134,8 +136,24 @@ def shared() -> Iterator[FakeServer]:
         "127.0.0.1",
         "--max-model-len",
         "4096",
-        "--some-unknown-flag",
-        "x",
+        "--gpu-memory-utilization",
+        "0.85",
+        "--trust-remote-code",
+        "--enforce-eager",
+        "--dtype",
+        "float16",
+        "--max-num-seqs",
+        "8",
+        "--tensor-parallel-size",
+        "1",
+        "--quantization=awq",
+        "--chat-template",
+        "/t/my template.jinja",
+        "--download-dir",
+        "/models/cache",
+        "--enable-log-requests",
+        "--max_num_batched_tokens",
+        "2048",
     ).ready()
     yield server
     server.close()
@@ -172,18 +190,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def metric(text: str, name: str) -> float:
-    found = re.search(rf"^vllm:{name}\{{[^}}]*\}} (\S+)$", text, re.MULTILINE)
-    assert found, f"{name} missing from:\n{text}"
-    return float(found.group(1))
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of the series ``vllm:name`` whose labels include ``labels``."""
+    for found in re.finditer(rf"^vllm:{name}\{{([^}}]*)\}} (\S+)$", text, re.MULTILINE):
+        series = dict(re.findall(r'(\w+)="([^"]*)"', found.group(1)))
+        if all(series.get(k) == v for k, v in labels.items()):
+            return float(found.group(2))
+    raise AssertionError(f"{name} {labels} missing from:\n{text}")
 
 
-# --------------------------------------------------------------------------- startup
+def in_order(text: str, markers: list[str]) -> None:
+    positions = [text.index(marker) for marker in markers]
+    assert positions == sorted(positions), list(zip(markers, positions, strict=True))
 
 
-def test_startup_prints_vllm_lines_and_rising_progress(start: Callable[..., FakeServer]) -> None:
+# --------------------------------------------------------------------------- start-up
+
+
+def test_startup_prints_v1_lines_in_order(start: Callable[..., FakeServer]) -> None:
     server = start(
-        "--model",
         "m",
         "--port",
         "0",
@@ -194,28 +219,138 @@ def test_startup_prints_vllm_lines_and_rising_progress(start: Callable[..., Fake
     steps = [(int(m.group(1)), int(m.group(2)), int(m.group(3))) for m in progress if m]
     assert steps == [(0, 0, 4), (25, 1, 4), (50, 2, 4), (75, 3, 4), (100, 4, 4)]
     text = "\n".join(server.lines)
+    pid = server.proc.pid
+    stamp = r"\d\d-\d\d \d\d:\d\d:\d\d"
     assert re.search(
-        r"^INFO \d\d-\d\d \d\d:\d\d:\d\d api_server\.py:\d+\] vLLM API server", text, re.M
+        rf"^\(APIServer pid={pid}\) INFO {stamp} \[api_utils\.py:286\] non-default args: "
+        r"\{'model_tag': 'm', 'port': 0, 'model': 'm'\}$",
+        text,
+        re.M,
     )
-    assert "args: Namespace(model='m', served_model_name=['m']" in text
-    assert "Loading model weights took" in text
-    order = [
-        "Loading model weights took",
-        "INFO:     Started server process",
-        "INFO:     Waiting for application startup.",
-        "INFO:     Application startup complete.",
-        "INFO:     Uvicorn running on http://0.0.0.0:",
-    ]
-    positions = [text.index(marker) for marker in order]
-    assert positions == sorted(positions)
+    assert re.search(
+        rf"^\(APIServer pid={pid}\) INFO {stamp} \[api_utils\.py:347\] .*version 0\.32\.0$",
+        text,
+        re.M,
+    )
+    assert re.search(
+        rf"^\(EngineCore pid=\d+\) INFO {stamp} \[core\.py:133\] Initializing a V1 LLM engine "
+        r"\(v0\.32\.0\) with config: model='m', ",
+        text,
+        re.M,
+    )
+    assert "With `vllm serve`, you should provide the model" not in text
+    assert "Uvicorn running on" not in text
+    in_order(
+        text,
+        [
+            "Starting to load model m...",
+            "Loading safetensors checkpoint shards: 100% Completed | 4/4",
+            "[default_loader.py:501] Loading weights took 0.",
+            "Model loading took ",
+            "Starting torch.compile",
+            "torch.compile took ",
+            "Available KV cache memory: ",
+            "GPU KV cache size: 80,368 tokens, Maximum concurrency for 32,768 tokens per request",
+            "Capturing CUDA graphs (mixed prefill-decode, PIECEWISE): 100%|██████████| 11/11",
+            "Capturing CUDA graphs (decode, FULL): 100%|██████████| 7/7",
+            "Graph capturing finished in ",
+            "init engine (profile, create kv cache, warmup model) took ",
+            "Supported tasks: ['generate']",
+            "[entry.py:140] Starting vLLM server on http://0.0.0.0:",
+            "Available routes are:",
+            "Route: /health, Methods: GET",
+            "Route: /v1/models, Methods: GET",
+            "Route: /v1/chat/completions, Methods: POST",
+            "INFO:     Started server process",
+            "INFO:     Waiting for application startup.",
+            "INFO:     Application startup complete.",
+        ],
+    )
+    assert "Route: /sleep" not in text
     assert httpx.get(f"{server.url}/health", timeout=TIMEOUT).status_code == 200
 
 
-def test_port_is_bound_only_after_loading_and_sigterm_while_loading_exits_0(
+def test_progress_lines_start_with_a_carriage_return_like_tqdm(
+    start: Callable[..., FakeServer],
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(SERVER), "m", "--port", "0"],
+        env={**os.environ, "FAKE_VLLM_LOAD_SECONDS": "0", "FAKE_VLLM_CRASH": "1"},
+        capture_output=True,
+        timeout=TIMEOUT,
+    )
+    assert b"\rLoading safetensors checkpoint shards:   0% Completed | 0/4 [00:00<?, ?it/s]\n" in (
+        proc.stderr
+    )
+
+
+def test_enforce_eager_skips_compile_and_graphs(start: Callable[..., FakeServer]) -> None:
+    server = start("m", "--port", "0", "--enforce-eager").ready()
+    text = "\n".join(server.lines)
+    assert "Enforce eager set, disabling torch.compile, CUDAGraphs" in text
+    assert "torch.compile" not in text.replace("disabling torch.compile", "")
+    assert "Capturing CUDA graphs" not in text
+    assert re.search(
+        r"init engine \(profile, create kv cache, warmup model\) took [\d.]+ s$", text, re.M
+    )
+
+
+def test_model_flag_works_with_vllms_deprecation_warning(start: Callable[..., FakeServer]) -> None:
+    server = start("--port", "0", "--model", "some/model", "--served-model-name", "s").ready()
+    assert server.lines[0] == (
+        "With `vllm serve`, you should provide the model as a positional argument or in a "
+        "config file instead of via the `--model` option. The `--model` option will be removed "
+        "in a future version."
+    )
+    assert any("'model_tag': 'some/model'" in line for line in server.lines)
+    models = httpx.get(f"{server.url}/v1/models", timeout=TIMEOUT).json()
+    assert [(m["id"], m["root"]) for m in models["data"]] == [("s", "some/model")]
+
+
+def test_served_name_without_a_positional_model_fails(start: Callable[..., FakeServer]) -> None:
+    server = start("--served-model-name", "s", "--port", "0")
+    assert server.proc.wait(timeout=TIMEOUT) == 1
+    assert server.drain()[-1] == (
+        "ValueError: `model` should be provided as the first positional argument when using "
+        "`vllm serve`. i.e. `vllm serve <model> --<arg> <value>`."
+    )
+
+
+@pytest.mark.parametrize(
+    ("flags", "error"),
+    [
+        (
+            ["--some-unknown-flag", "x"],
+            "vllm: error: unrecognized arguments: --some-unknown-flag x",
+        ),
+        (["--disable-log-requests"], "vllm: error: unrecognized arguments: --disable-log-requests"),
+        (["--max-model"], "vllm: error: unrecognized arguments: --max-model"),
+    ],
+)
+def test_unknown_flags_exit_2_with_argparses_usage(
+    start: Callable[..., FakeServer], flags: list[str], error: str
+) -> None:
+    server = start("m", "--port", "0", *flags)
+    assert server.proc.wait(timeout=TIMEOUT) == 2
+    lines = server.drain()
+    assert lines[0] == "usage: vllm [-h] [-v]"
+    assert lines[-1] == error
+
+
+def test_a_bad_value_exits_2(start: Callable[..., FakeServer]) -> None:
+    server = start("m", "--port", "eighty")
+    assert server.proc.wait(timeout=TIMEOUT) == 2
+    assert server.drain() == [
+        "usage: vllm serve [model_tag] [options]",
+        "vllm serve: error: argument --port: invalid int value: 'eighty'",
+    ]
+
+
+def test_port_is_not_listening_while_loading_and_sigterm_while_loading_exits_0(
     start: Callable[..., FakeServer],
 ) -> None:
     port = free_port()
-    server = start("--model", "m", "--port", str(port), env={"FAKE_VLLM_LOAD_SECONDS": "60"})
+    server = start("m", "--port", str(port), env={"FAKE_VLLM_LOAD_SECONDS": "60"})
     server.wait_line(PROGRESS)  # loading has begun
 
     with pytest.raises(httpx.ConnectError):
@@ -225,43 +360,137 @@ def test_port_is_bound_only_after_loading_and_sigterm_while_loading_exits_0(
     assert server.proc.wait(timeout=TIMEOUT) == 0
 
 
+def test_a_port_in_use_fails_before_loading(start: Callable[..., FakeServer]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = start("m", "--host", "127.0.0.1", "--port", str(port))
+        assert server.proc.wait(timeout=TIMEOUT) == 1
+    lines = server.drain()
+    assert lines[-1] == "OSError: [Errno 98] Address already in use"
+    assert not any(PROGRESS.search(line) for line in lines)
+
+
 def test_missing_absolute_model_path_exits_1(start: Callable[..., FakeServer]) -> None:
-    server = start("--model", "/models/does/not/exist", "--port", "0")
+    server = start("/models/does/not/exist", "--port", "0")
     assert server.proc.wait(timeout=TIMEOUT) == 1
     lines = server.drain()
     assert "Traceback (most recent call last):" in lines
-    assert (
-        "OSError: Incorrect path_or_model_id: '/models/does/not/exist'. Please provide either "
-        "the path to a local folder or the repo_id of a model on the Hub." in lines
+    assert lines[-1] == (
+        "OSError: Repo id must be in the form 'repo_name' or 'namespace/repo_name': "
+        "'/models/does/not/exist'. Use `repo_type` argument if needed."
     )
 
 
-def test_crash_knob_exits_1_with_a_traceback(start: Callable[..., FakeServer]) -> None:
-    server = start("--model", "m", "--port", "0", env={"FAKE_VLLM_CRASH": "1"})
+ENGINE_FAILED = (
+    "RuntimeError: Engine core initialization failed. See root cause above. "
+    "Failed core proc(s): {'EngineCore': 1}"
+)
+
+
+@pytest.mark.parametrize(
+    ("env", "root_cause"),
+    [
+        (
+            {"FAKE_VLLM_CRASH": "1"},
+            "RuntimeError: CUDA error: an illegal memory access was encountered",
+        ),
+        (
+            {"FAKE_VLLM_GPU_OOM": "weights"},
+            "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.02 GiB.",
+        ),
+        (
+            {"FAKE_VLLM_GPU_OOM": "kv_cache"},
+            "ValueError: No available memory for the cache blocks. Try increasing "
+            "`gpu_memory_utilization` when initializing the engine",
+        ),
+        (
+            {"FAKE_VLLM_GPU_OOM": "free_memory"},
+            "ValueError: Free memory on device cuda:0 (10.12/23.52 GiB) on startup is less than "
+            "desired GPU memory utilization (0.9, 21.17 GiB). Decrease GPU memory utilization "
+            "or reduce GPU memory used by other processes.",
+        ),
+    ],
+)
+def test_engine_failures_have_the_v1_shape(
+    start: Callable[..., FakeServer], env: dict[str, str], root_cause: str
+) -> None:
+    server = start("m", "--port", "0", env=env)
+    assert server.proc.wait(timeout=TIMEOUT) == 1
+    lines = server.drain()
+    text = "\n".join(lines)
+    assert lines[-1] == ENGINE_FAILED
+    assert re.search(
+        r"^\(EngineCore pid=\d+\) ERROR .* \[core\.py:1510\] EngineCore failed to start\.$",
+        text,
+        re.M,
+    )
+    assert re.search(
+        rf"^\(EngineCore pid=\d+\) ERROR .* \[core\.py:1510\] {re.escape(root_cause)}", text, re.M
+    )
+    assert "Process EngineCore:" in lines
+    root = max(i for i, line in enumerate(lines) if line.startswith(root_cause))
+    assert root < len(lines) - 10, "the root cause is far above the last line"
+    assert "Application startup complete" not in text
+
+
+def test_weights_oom_logs_vllms_hint(start: Callable[..., FakeServer]) -> None:
+    server = start("m", "--port", "0", env={"FAKE_VLLM_GPU_OOM": "weights"})
+    assert server.proc.wait(timeout=TIMEOUT) == 1
+    assert any(
+        "Failed to load model - not enough GPU memory. Try lowering --gpu-memory-utilization"
+        in line
+        for line in server.drain()
+    )
+
+
+def test_cpu_platform_refuses_sleep_mode(start: Callable[..., FakeServer]) -> None:
+    server = start("m", "--port", "0", "--enable-sleep-mode", env={"FAKE_VLLM_PLATFORM": "cpu"})
     assert server.proc.wait(timeout=TIMEOUT) == 1
     text = "\n".join(server.drain())
-    assert "Traceback (most recent call last):" in text
-    assert "RuntimeError: CUDA error: an illegal memory access was encountered" in text
-    assert "Uvicorn running" not in text
+    assert "Value error, Sleep mode is not supported on current platform." in text
+    assert (
+        "pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig" in text
+    )
+    assert not PROGRESS.search(text)
+
+
+def test_cpu_platform_serves_without_sleep_mode(start: Callable[..., FakeServer]) -> None:
+    server = start("m", "--port", "0", env={"FAKE_VLLM_PLATFORM": "cpu"}).ready()
+    text = "\n".join(server.lines)
+    assert "CPU KV cache size: " in text
+    assert "Capturing CUDA graphs" not in text
 
 
 def test_exit_code_knob_exits_silently_with_that_code(start: Callable[..., FakeServer]) -> None:
-    server = start("--model", "m", "--port", "0", env={"FAKE_VLLM_EXIT_CODE": "137"})
+    server = start("m", "--port", "0", env={"FAKE_VLLM_EXIT_CODE": "137"})
     assert server.proc.wait(timeout=TIMEOUT) == 137
     lines = server.drain()
     assert PROGRESS.search(lines[-1]), lines  # nothing printed after the first shard
     assert "1/4" in lines[-1]
 
 
-def test_sigterm_shuts_down_gracefully(start: Callable[..., FakeServer]) -> None:
-    server = start("--model", "m", "--port", "0").ready()
+def test_sigterm_shuts_down_promptly_with_vllms_lines(start: Callable[..., FakeServer]) -> None:
+    server = start("m", "--port", "0").ready()
+    begun = time.monotonic()
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(timeout=TIMEOUT) == 0
-    assert "INFO:     Shutting down" in server.drain()
+    assert time.monotonic() - begun < 2.0
+    in_order(
+        "\n".join(server.drain()),
+        [
+            "[shutdown] API server: shutdown triggered",
+            "[shutdown] EngineCore: trigger received signal=SIGTERM",
+            "[shutdown] MPClient: complete",
+            "INFO:     Shutting down",
+            "INFO:     Application shutdown complete.",
+        ],
+    )
 
 
 def test_sigint_shuts_down_gracefully(start: Callable[..., FakeServer]) -> None:
-    server = start("--model", "m", "--port", "0").ready()
+    server = start("m", "--port", "0").ready()
     server.proc.send_signal(signal.SIGINT)
     assert server.proc.wait(timeout=TIMEOUT) == 0
 
@@ -324,6 +553,20 @@ def test_chat_max_tokens_truncates(http: httpx.Client) -> None:
     assert body["choices"][0]["message"]["content"] == "fake reply"
     assert body["choices"][0]["finish_reason"] == "length"
     assert body["usage"]["completion_tokens"] == 2
+
+
+def test_max_tokens_beyond_the_context_is_400(http: httpx.Client) -> None:
+    reply = http.post("/v1/completions", json={"model": "qwen", "prompt": "x", "max_tokens": 5000})
+    assert reply.status_code == 400
+    assert reply.json() == {
+        "error": {
+            "message": "max_tokens=5000 cannot be greater than max_model_len=4096. Please request "
+            "fewer output tokens. (parameter=max_tokens, value=5000)",
+            "type": "BadRequestError",
+            "param": "max_tokens",
+            "code": 400,
+        }
+    }
 
 
 def test_chat_stream(http: httpx.Client) -> None:
@@ -393,7 +636,8 @@ def test_embeddings(http: httpx.Client) -> None:
     assert [item["embedding"] for item in single["data"]] == [vectors[0]]
 
 
-def test_unknown_model_is_404_in_vllm_shape(http: httpx.Client) -> None:
+def test_unknown_model_is_404_nested_and_logged(http: httpx.Client, shared: FakeServer) -> None:
+    message = "The model `nope` does not exist. Valid aliases: qwen, q-alias."
     for path, extra in (
         ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]}),
         ("/v1/completions", {"prompt": "x"}),
@@ -402,21 +646,29 @@ def test_unknown_model_is_404_in_vllm_shape(http: httpx.Client) -> None:
         reply = http.post(path, json={"model": "nope", **extra})
         assert reply.status_code == 404
         assert reply.json() == {
-            "object": "error",
-            "message": "The model `nope` does not exist.",
-            "type": "NotFoundError",
-            "param": None,
-            "code": 404,
+            "error": {"message": message, "type": "NotFoundError", "param": "model", "code": 404}
         }
+    line = shared.wait_line(r"\[serving\.py:274\] Error with model error=ErrorInfo")
+    assert line.string.endswith(
+        f"error=ErrorInfo(message={message!r}, type='NotFoundError', param='model', code=404)"
+    )
 
 
-def test_malformed_json_is_400(http: httpx.Client) -> None:
+def test_malformed_json_is_400_nested(http: httpx.Client) -> None:
     reply = http.post(
         "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
     )
     assert reply.status_code == 400
-    assert reply.json()["object"] == "error"
-    assert reply.json()["code"] == 400
+    error = reply.json()["error"]
+    assert error["type"] == "Bad Request"
+    assert error["code"] == 400
+    assert error["message"].startswith("1 validation error:\n  {'type': 'json_invalid'")
+
+
+def test_a_missing_field_is_400_nested(http: httpx.Client) -> None:
+    reply = http.post("/v1/chat/completions", json={"model": "qwen"})
+    assert reply.status_code == 400
+    assert reply.json()["error"]["param"] == "body.messages"
 
 
 def test_chunked_request_body_is_read(http: httpx.Client) -> None:
@@ -431,15 +683,31 @@ def test_chunked_request_body_is_read(http: httpx.Client) -> None:
     assert reply.json()["choices"][0]["text"].endswith("to: chunked")
 
 
-def test_metrics_names(http: httpx.Client) -> None:
-    http.post("/v1/completions", json={"model": "qwen", "prompt": "count me"})
+def test_metrics_have_todays_names_and_labels(http: httpx.Client) -> None:
+    http.post("/v1/completions", json={"model": "qwen", "prompt": "count me", "max_tokens": 3})
     text = http.get("/metrics").text
     for name in ("num_requests_running", "num_requests_waiting", "kv_cache_usage_perc"):
         assert f"# HELP vllm:{name} " in text
         assert f"# TYPE vllm:{name} gauge" in text
-        assert f'vllm:{name}{{model_name="qwen"}} ' in text
+        assert f'vllm:{name}{{engine="0",model_name="qwen"}} ' in text
+    for gone in ("gpu_cache_usage_perc", "num_requests_swapped"):
+        assert gone not in text
+    assert metric(text, "engine_sleep_state", sleep_state="awake") == 1
+    assert metric(text, "engine_sleep_state", sleep_state="weights_offloaded") == 0
+    assert metric(text, "engine_sleep_state", sleep_state="discard_all") == 0
     assert "# TYPE vllm:request_success_total counter" in text
-    assert metric(text, "request_success_total") >= 1
+    assert metric(text, "request_success_total", finished_reason="length") >= 1
+    assert metric(text, "prompt_tokens_total") >= 2
+    assert metric(text, "generation_tokens_total") >= 3
+    for name in (
+        "time_to_first_token_seconds",
+        "inter_token_latency_seconds",
+        "e2e_request_latency_seconds",
+    ):
+        assert f"# TYPE vllm:{name} histogram" in text
+        count = metric(text, f"{name}_count")
+        assert count >= 1
+        assert metric(text, f"{name}_bucket", le="+Inf") == count
 
 
 def test_recorded_requests(http: httpx.Client) -> None:
@@ -457,11 +725,40 @@ def test_recorded_requests(http: httpx.Client) -> None:
     assert not any(r["path"].startswith("/fake/") for r in recorded)
 
 
+def test_sleep_routes_are_404_without_dev_mode(http: httpx.Client) -> None:
+    for method, path in (("POST", "/sleep?level=1"), ("POST", "/wake_up"), ("GET", "/is_sleeping")):
+        reply = http.request(method, path)
+        assert reply.status_code == 404
+        assert reply.json() == {"detail": "Not Found"}
+
+
+# --------------------------------------------------------------------------- access log
+
+
+def test_access_log_skips_the_listed_endpoints(start: Callable[..., FakeServer]) -> None:
+    server = start(
+        "m", "--port", "0", "--disable-access-log-for-endpoints", "/health,/metrics,/v1/models"
+    ).ready()
+    with httpx.Client(base_url=server.url, timeout=TIMEOUT) as http:
+        for path in ("/health", "/metrics", "/v1/models", "/version"):
+            assert http.get(path).status_code == 200
+    server.wait_line(r'"GET /version HTTP/1\.1" 200 OK')
+    assert not any(re.search(r'"GET /(health|metrics|v1/models)', line) for line in server.lines)
+
+
+def test_no_access_log_at_all(start: Callable[..., FakeServer]) -> None:
+    server = start("m", "--port", "0", "--disable-uvicorn-access-log").ready()
+    with httpx.Client(base_url=server.url, timeout=TIMEOUT) as http:
+        assert http.get("/version").status_code == 200
+    server.proc.send_signal(signal.SIGTERM)
+    assert not any("HTTP/1.1" in line for line in server.drain())
+
+
 # --------------------------------------------------------------------------- state changes
 
 
 def test_health_status_can_be_set(start: Callable[..., FakeServer]) -> None:
-    server = start("--model", "m", "--port", "0").ready()
+    server = start("m", "--port", "0").ready()
     with httpx.Client(base_url=server.url, timeout=TIMEOUT) as http:
         assert http.post("/fake/health", json={"status": 500}).status_code == 200
         assert http.get("/health").status_code == 500
@@ -469,40 +766,137 @@ def test_health_status_can_be_set(start: Callable[..., FakeServer]) -> None:
         assert http.get("/health").status_code == 200
 
 
-def test_sleep_and_wake(start: Callable[..., FakeServer]) -> None:
-    server = start("--model", "m", "--port", "0", "--enable-sleep-mode").ready()
-    chat = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+DEV_MODE = {"VLLM_SERVER_DEV_MODE": "1"}
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+
+
+def test_sleep_level_1_makes_requests_wait_until_wake(start: Callable[..., FakeServer]) -> None:
+    server = start("m", "--port", "0", "--enable-sleep-mode", env=DEV_MODE).ready()
+    assert any("SECURITY WARNING: Development endpoints are enabled!" in x for x in server.lines)
+    assert any(line.endswith("Route: /sleep, Methods: POST") for line in server.lines)
     with httpx.Client(base_url=server.url, timeout=TIMEOUT) as http:
         assert http.get("/is_sleeping").json() == {"is_sleeping": False}
-        assert http.post("/sleep?level=1").status_code == 200
+        assert http.post("/sleep?level=1").json() == {"status": "sleeping", "level": 1}
         assert http.get("/is_sleeping").json() == {"is_sleeping": True}
-        asleep = http.post("/v1/chat/completions", json=chat)
-        assert asleep.status_code == 503
-        assert asleep.json()["object"] == "error"
+        metrics = http.get("/metrics").text
+        assert metric(metrics, "engine_sleep_state", sleep_state="awake") == 0
+        assert metric(metrics, "engine_sleep_state", sleep_state="weights_offloaded") == 1
         assert http.get("/health").status_code == 200
-        assert http.post("/wake_up").status_code == 200
+
+        answers: queue.Queue[httpx.Response] = queue.Queue()
+        waiter = threading.Thread(
+            target=lambda: answers.put(
+                httpx.post(f"{server.url}/v1/chat/completions", json=CHAT, timeout=TIMEOUT)
+            )
+        )
+        waiter.start()
+        wait_until(lambda: metric(http.get("/metrics").text, "num_requests_waiting") == 1)
+        assert answers.empty()
+
+        woken = http.post("/wake_up")
+        assert woken.json() == {"status": "awake", "tags": None}
+        waiter.join(timeout=TIMEOUT)
+        assert answers.get_nowait().json()["choices"][0]["message"]["content"] == (
+            "fake reply from m to: x"
+        )
         assert http.get("/is_sleeping").json() == {"is_sleeping": False}
-        assert http.post("/v1/chat/completions", json=chat).status_code == 200
 
 
-def test_sleep_needs_the_flag(http: httpx.Client) -> None:
-    assert http.post("/sleep?level=1").status_code == 400
-    assert http.get("/is_sleeping").json() == {"is_sleeping": False}
+def test_wake_up_by_tags(start: Callable[..., FakeServer]) -> None:
+    server = start("m", "--port", "0", "--enable-sleep-mode", env=DEV_MODE).ready()
+    with httpx.Client(base_url=server.url, timeout=TIMEOUT) as http:
+        http.post("/sleep", params={"level": "1"})
+        assert http.post("/wake_up?tags=weights").json() == {
+            "status": "sleeping",
+            "tags": ["weights"],
+        }
+        assert http.get("/is_sleeping").json() == {"is_sleeping": True}
+        assert http.post("/wake_up?tags=kv_cache").json() == {
+            "status": "awake",
+            "tags": ["kv_cache"],
+        }
+        assert http.get("/is_sleeping").json() == {"is_sleeping": False}
+
+
+def test_sleep_level_2_loses_the_weights_until_reloaded(start: Callable[..., FakeServer]) -> None:
+    server = start("m", "--port", "0", "--enable-sleep-mode", env=DEV_MODE).ready()
+    with httpx.Client(base_url=server.url, timeout=TIMEOUT) as http:
+        assert http.post("/sleep?level=2").json() == {"status": "sleeping", "level": 2}
+        metrics = http.get("/metrics").text
+        assert metric(metrics, "engine_sleep_state", sleep_state="discard_all") == 1
+        http.post("/wake_up")
+
+        def reply() -> str:
+            body = http.post("/v1/chat/completions", json={**CHAT, "max_tokens": 4}).json()
+            return str(body["choices"][0]["message"]["content"])
+
+        assert reply() == "!!!!"
+        rpc = http.post("/collective_rpc", json={"method": "reload_weights"})
+        assert rpc.json() == {"results": [None]}
+        assert reply() == "fake reply from m"
+
+
+def test_sleep_level_is_validated(start: Callable[..., FakeServer]) -> None:
+    server = start("m", "--port", "0", "--enable-sleep-mode", env=DEV_MODE).ready()
+    with httpx.Client(base_url=server.url, timeout=TIMEOUT) as http:
+        reply = http.post("/sleep?level=3")
+        assert reply.status_code == 400
+        assert reply.json()["error"]["param"] == "query.level"
+        assert http.get("/is_sleeping").json() == {"is_sleeping": False}
 
 
 def test_api_key(start: Callable[..., FakeServer]) -> None:
-    server = start("--model", "m", "--port", "0", "--api-key", "sekrit").ready()
+    server = start("m", "--port", "0", "--api-key", "sekrit").ready()
+    assert any("'api_key': '***'" in line for line in server.lines)
     with httpx.Client(base_url=server.url, timeout=TIMEOUT) as http:
-        assert http.get("/v1/models").status_code == 401
+        refused = http.get("/v1/models")
+        assert refused.status_code == 401
+        assert refused.json() == {"error": "Unauthorized"}
+        assert http.post("/v1/completions", json={"prompt": "x"}).status_code == 401
         assert http.get("/health").status_code == 200
+        assert http.get("/metrics").status_code == 200
         ok = http.get("/v1/models", headers={"Authorization": "Bearer sekrit"})
         assert ok.status_code == 200
+
+
+def test_api_key_from_the_environment(start: Callable[..., FakeServer]) -> None:
+    server = start("m", "--port", "0", env={"VLLM_API_KEY": "envkey"}).ready()
+    with httpx.Client(base_url=server.url, timeout=TIMEOUT) as http:
+        assert http.get("/v1/models").status_code == 401
+        assert http.get("/v1/models", headers={"Authorization": "Bearer envkey"}).status_code == 200
+
+
+def test_first_request_kills_the_engine_when_asked(start: Callable[..., FakeServer]) -> None:
+    server = start("m", "--port", "0", env={"FAKE_VLLM_FAIL_FIRST_REQUEST": "1"}).ready()
+    assert httpx.get(f"{server.url}/health", timeout=TIMEOUT).status_code == 200
+    reply = httpx.post(f"{server.url}/v1/completions", json={"prompt": "x"}, timeout=TIMEOUT)
+    assert reply.status_code == 500
+    assert reply.json() == {
+        "error": {
+            "message": "EngineCore encountered an issue. See stack trace (above) for the root "
+            "cause.",
+            "type": "InternalServerError",
+            "param": None,
+            "code": 500,
+        }
+    }
+    assert server.proc.wait(timeout=TIMEOUT) == 0
+    in_order(
+        "\n".join(server.drain()),
+        [
+            "RuntimeError: Unsupported CPU attention configuration: head_dim=16",
+            "EngineCore encountered a fatal error.",
+            "vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue.",
+            '"POST /v1/completions HTTP/1.1" 500 Internal Server Error',
+            "INFO:     Shutting down",
+        ],
+    )
 
 
 def test_metrics_follow_in_flight_requests_and_disconnects_are_counted(
     start: Callable[..., FakeServer],
 ) -> None:
-    server = start("--model", "m", "--port", "0", env={"FAKE_VLLM_TOKEN_DELAY": "0.05"}).ready()
+    server = start("m", "--port", "0", env={"FAKE_VLLM_TOKEN_DELAY": "0.05"}).ready()
     request = {
         "model": "m",
         "messages": [{"role": "user", "content": "a long answer please"}],
@@ -523,4 +917,6 @@ def test_metrics_follow_in_flight_requests_and_disconnects_are_counted(
         # Leaving the block closed the connection mid-stream.
         wait_until(lambda: http.get("/fake/disconnects").json() == {"count": 1})
         wait_until(lambda: running() == 0)
-        assert metric(http.get("/metrics").text, "request_success_total") == 0
+        text = http.get("/metrics").text
+        assert metric(text, "request_success_total", finished_reason="abort") == 1
+        assert metric(text, "request_success_total", finished_reason="stop") == 0
