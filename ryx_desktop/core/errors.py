@@ -87,14 +87,18 @@ class ContainerExitedError(RyxError):
         *,
         exit_code: int | None = None,
         log_tail: Sequence[str] = (),
+        evidence: str | None = None,
     ) -> None:
         super().__init__(message, hint)
         self.exit_code = exit_code
         self.log_tail = tuple(log_tail)
+        #: The log line the reason was read from (it may be far above the tail), if any.
+        self.evidence = evidence
 
 
 class OutOfMemoryError(ContainerExitedError):
-    """The container was killed for running out of memory (exit 137 / OOMKilled)."""
+    """The model ran out of memory: killed for it (OOMKilled), or vLLM found too little
+    (CUDA out of memory, no room for the KV cache, GPU memory held by another process)."""
 
     hint = "Lower `gpu_memory_utilization` or `max_model_len`, or stop other models first."
 
