@@ -19,13 +19,13 @@ from typing import Any
 from ryx_desktop.config import Config, ModelConfig
 from ryx_desktop.core.errors import (
     ContainerExitedError,
-    OutOfMemoryError,
     RyxError,
     StartCancelledError,
     StartTimeoutError,
     UnknownModelError,
     UnreachableError,
 )
+from ryx_desktop.core.failures import DIAGNOSIS_LINES, exit_error
 from ryx_desktop.core.planner import GpuClaim, gpus_of, plan_evictions
 from ryx_desktop.core.ports import (
     Clock,
@@ -37,7 +37,7 @@ from ryx_desktop.core.ports import (
     RuntimeEvent,
     RuntimeEventKind,
 )
-from ryx_desktop.core.progress import parse_load_progress
+from ryx_desktop.core.progress import LoadProgress
 from ryx_desktop.core.routing import resolve_model, served_name
 from ryx_desktop.core.spec import build_spec
 from ryx_desktop.core.states import Failure, Instance, InstanceState, Progress, ProgressPhase
@@ -48,7 +48,6 @@ Observer = Callable[[Instance], None]
 SelectionObserver = Callable[[str | None], None]
 ConfigObserver = Callable[[Config], None]
 
-OOM_EXIT_CODE = 137
 #: Exit codes of a container that was asked to stop (SIGTERM handled, or 128 + SIGTERM).
 _CLEAN_EXIT_CODES = frozenset({0, 143})
 _LOG_TAIL = 20
@@ -529,13 +528,13 @@ class Supervisor:
 
     async def _follow_progress(self, key: str, container_id: str, recent: deque[str]) -> None:
         logs = self._runtime.follow_logs(container_id)
+        progress = LoadProgress()  # its percent never goes back
         try:
             async for line in logs:
                 recent.append(line)
-                parsed = parse_load_progress(line)
-                if parsed is not None and self._slots[key].instance.state is InstanceState.STARTING:
-                    percent, detail = parsed
-                    self._set(key, progress=Progress(ProgressPhase.LOAD, percent, detail))
+                step = progress.feed(line)
+                if step is not None and self._slots[key].instance.state is InstanceState.STARTING:
+                    self._set(key, progress=Progress(ProgressPhase.LOAD, step.percent, step.detail))
         finally:
             aclose = getattr(logs, "aclose", None)
             if aclose is not None:
@@ -548,15 +547,23 @@ class Supervisor:
             lines = []
         return tuple(lines[-_LOG_TAIL:] or recent)
 
+    async def _whole_log(self, container_id: str, recent: deque[str]) -> tuple[str, ...]:
+        """The container's log (its last ``DIAGNOSIS_LINES``), or ``recent`` when it is gone."""
+        try:
+            lines = await self._runtime.logs(container_id, DIAGNOSIS_LINES)
+        except RyxError:
+            lines = []
+        return tuple(lines) or tuple(recent)
+
     async def _exit_error(
         self, key: str, container_id: str, info: ContainerInfo | None, recent: deque[str]
     ) -> ContainerExitedError:
-        tail = await self._tail(container_id, recent)
+        lines = await self._whole_log(container_id, recent)
         self._set(key, container_id=None)
         if info is None:
-            return _exit_error(key, None, oom=False, tail=tail, while_loading=True)
+            return exit_error(key, None, oom=False, lines=lines, while_loading=True)
         oom = info.oom_killed or self._slots[key].oom
-        return _exit_error(key, info.exit_code, oom=oom, tail=tail, while_loading=True)
+        return exit_error(key, info.exit_code, oom=oom, lines=lines, while_loading=True)
 
     # ---- internals: stopping ----------------------------------------------------------------
 
@@ -613,8 +620,8 @@ class Supervisor:
             if self._watching:
                 self._start_adopted(key, info.id)
         elif info.exit_code not in _CLEAN_EXIT_CODES and info.status is ContainerStatus.EXITED:
-            tail = await self._tail(info.id, deque())
-            self._fail(key, _exit_error(key, info.exit_code, oom=info.oom_killed, tail=tail))
+            lines = await self._whole_log(info.id, deque())
+            self._fail(key, exit_error(key, info.exit_code, oom=info.oom_killed, lines=lines))
             self._set(key, container_id=info.id)
 
     def _start_adopted(self, key: str, container_id: str) -> None:
@@ -668,8 +675,8 @@ class Supervisor:
         if code in _CLEAN_EXIT_CODES and not slot.oom:
             self._mark_stopped(key, "stopped outside ryx-desktop")
             return
-        tail = await self._tail(event.container_id, deque())
-        self._fail(key, _exit_error(key, code, oom=slot.oom, tail=tail))
+        lines = await self._whole_log(event.container_id, deque())
+        self._fail(key, exit_error(key, code, oom=slot.oom, lines=lines))
 
     def _mark_stopped(self, key: str, note: str) -> None:
         """No container any more: forget everything that described the running one."""
@@ -791,18 +798,3 @@ def _cancel_monitor(slot: _Slot) -> None:
     if slot.monitor_task is not None:
         slot.monitor_task.cancel()
         slot.monitor_task = None
-
-
-def _exit_error(
-    key: str, code: int | None, *, oom: bool, tail: tuple[str, ...], while_loading: bool = False
-) -> ContainerExitedError:
-    """The error for a container that ended on its own: out of memory, or exited."""
-    if oom or code == OOM_EXIT_CODE:
-        return OutOfMemoryError(
-            f"{key} ran out of memory and was killed (exit code {code})",
-            exit_code=code,
-            log_tail=tail,
-        )
-    what = f"exited with code {code}" if code is not None else "disappeared"
-    when = " while loading" if while_loading else ""
-    return ContainerExitedError(f"{key}'s container {what}{when}", exit_code=code, log_tail=tail)
