@@ -5,7 +5,8 @@ appends lines in batches (at most one append per ``flush_ms``), so a chatty log 
 Qt thread. Scrollback is bounded (``max_lines``). Pause keeps following but holds new lines back
 in a buffer bounded by the same limit; Resume shows them, with a note saying how many older
 lines were dropped when the buffer overflowed. A new container for the model (a restart) is
-followed automatically.
+followed automatically. vLLM's access-log lines for ryx-desktop's own probes (``GET /health``
+every few seconds) are left out; ``ryx-desktop logs`` shows the raw log.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ryx_desktop.core.access_log import is_probe_access_line
 from ryx_desktop.core.errors import RyxError
 from ryx_desktop.core.states import Instance
 from ryx_desktop.ui.bridge import EngineBridge
@@ -163,7 +165,8 @@ class LogView(QWidget):
             if inst.failure is not None and inst.failure.log_tail:
                 self._label.setText(f"{inst.name} failed: its last log lines")
                 for line in inst.failure.log_tail:
-                    self._receive(line)
+                    if not is_probe_access_line(line):
+                        self._receive(line)
             else:
                 self._label.setText(f"{inst.name}: not running, no log to follow")
             return
@@ -176,7 +179,8 @@ class LogView(QWidget):
             async for line in stream:
                 if generation != self._generation:
                     return
-                self._receive(line.rstrip("\r\n"))
+                if not is_probe_access_line(line):
+                    self._receive(line.rstrip("\r\n"))
         finally:
             aclose = getattr(stream, "aclose", None)  # closes the Docker log stream at once
             if aclose is not None:

@@ -63,6 +63,24 @@ def test_following_shows_the_log_and_new_lines(qapp: QApplication) -> None:
     run_on_qt(qapp, scenario())
 
 
+def test_the_probes_access_log_lines_are_left_out(qapp: QApplication) -> None:
+    probe = '(APIServer pid=1) INFO:     172.17.0.1:40000 - "GET /health HTTP/1.1" 200 OK'
+    metrics = '(APIServer pid=1) INFO:     172.17.0.1:40002 - "GET /metrics HTTP/1.1" 200 OK'
+    chat = '(APIServer pid=1) INFO:     172.17.0.1:40004 - "POST /v1/chat/completions HTTP/1.1" 200'
+
+    async def scenario() -> None:
+        async with engine_rig(MODELS, **FRACTIONAL) as rig:
+            await started(rig, "a")
+            with log_view(rig, flush_ms=5) as view:
+                view.follow("a")
+                await wait_for(lambda: LAST_LOAD_LINE in shown(view), "the log so far")
+                rig.runtime.write_log(rig.container("a").info.id, probe, metrics, chat, probe)
+                await wait_for(lambda: shown(view)[-1] == chat, "the chat request's line")
+                assert shown(view) == [*FakeRuntime.LOAD_LINES, chat]
+
+    run_on_qt(qapp, scenario())
+
+
 def test_scrollback_is_bounded_and_a_flood_is_appended_in_batches(qapp: QApplication) -> None:
     async def scenario() -> None:
         async with engine_rig(MODELS, **FRACTIONAL) as rig:
