@@ -34,6 +34,7 @@ CONTAINER_FIELDS = (
     "sleep_mode",
     "idle_ttl",
     "start_timeout",
+    "first_answer_check",
 )
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -205,6 +206,7 @@ class ModelConfig(_Strict):
     sleep_mode: bool = False
     idle_ttl: float | None = Field(None, gt=0)
     start_timeout: float | None = Field(None, gt=0)
+    first_answer_check: bool | None = None  # None: the top-level first_answer_check
 
     @property
     def external(self) -> bool:
@@ -354,6 +356,9 @@ class Config(_Strict):
     gpu: GpuConfig = GpuConfig()
     idle_ttl: float | None = Field(None, gt=0)
     start_timeout: float = Field(900.0, gt=0)
+    #: Before a model counts as ready it must answer one 1-token completion (vLLM's /health is
+    #: 200 before any forward pass ran); a model that cannot is failed with vLLM's reason.
+    first_answer_check: bool = True
     default_model: str | None = None
     models: dict[str, AnyModelConfig] = Field(default_factory=dict)
 

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from ryx_desktop.config import Config, ModelConfig
+from ryx_desktop.core.credentials import api_key_of
 from ryx_desktop.core.errors import (
     ContainerExitedError,
     RyxError,
@@ -25,6 +26,7 @@ from ryx_desktop.core.errors import (
     UnknownModelError,
     UnreachableError,
 )
+from ryx_desktop.core.external import judge_external
 from ryx_desktop.core.failures import DIAGNOSIS_LINES, exit_error
 from ryx_desktop.core.planner import GpuClaim, gpus_of, plan_evictions
 from ryx_desktop.core.ports import (
@@ -38,6 +40,12 @@ from ryx_desktop.core.ports import (
     RuntimeEventKind,
 )
 from ryx_desktop.core.progress import LoadProgress
+from ryx_desktop.core.readiness import (
+    FirstAnswerError,
+    GpuStartGate,
+    parse_startup_complete,
+    sleep_or_wake,
+)
 from ryx_desktop.core.routing import resolve_model, served_name
 from ryx_desktop.core.spec import build_spec
 from ryx_desktop.core.states import Failure, Instance, InstanceState, Progress, ProgressPhase
@@ -51,6 +59,11 @@ ConfigObserver = Callable[[Config], None]
 #: Exit codes of a container that was asked to stop (SIGTERM handled, or 128 + SIGTERM).
 _CLEAN_EXIT_CODES = frozenset({0, 143})
 _LOG_TAIL = 20
+#: After a failed first answer, how long to wait for the container to exit (it usually does:
+#: vLLM's engine died), so the failure is the exit with the engine's own reason.
+_ANSWER_EXIT_GRACE = 5.0
+#: At most this long (seconds) for an exited container's last log lines to arrive.
+_LOG_SETTLE = 2.0
 #: Instance fields that come from the config rather than from what the model is doing.
 _STATIC_FIELDS = (
     "name",
@@ -83,6 +96,12 @@ class _Slot:
     spec_hash: str | None = None
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
     drained: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    # Set when the log says the server is up, or the container died: the start loop looks now.
+    wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    # External models: (url, served name) learned from the server's /v1/models.
+    learned_name: tuple[str, str] | None = None
+    # The start's log follower: it ends once Docker has copied the exited container's last line.
+    follower: asyncio.Task[None] | None = None
 
 
 class Supervisor:
@@ -98,9 +117,15 @@ class Supervisor:
         environ: Mapping[str, str] | None = None,
         gpu_indices: Sequence[int] = (0,),
         probe_interval: float = 2.0,
+        ready_poll_interval: float = 0.05,
+        exit_check_interval: float = 1.0,
         unhealthy_after: int = 3,
         drain_timeout: float = 30.0,
     ) -> None:
+        """``probe_interval``: between probes of running models. While a model starts, it is
+        probed every ``ready_poll_interval`` (vLLM refuses connections until it is up, cheaply)
+        and its container inspected every ``exit_check_interval`` (or at once on a Docker
+        ``die`` event or the end of its log)."""
         self._config = config
         self._runtime = runtime
         self._health = health
@@ -108,6 +133,9 @@ class Supervisor:
         self._environ = dict(environ or {})
         self._gpu_indices = tuple(gpu_indices)
         self._probe_interval = probe_interval
+        self._ready_poll_interval = ready_poll_interval
+        self._exit_check_interval = exit_check_interval
+        self._gpu_starts = GpuStartGate()
         self._unhealthy_after = unhealthy_after
         self._drain_timeout = drain_timeout
         self._observers: list[Observer] = []
@@ -142,6 +170,13 @@ class Supervisor:
             known = ", ".join(self._config.models) or "none"
             raise UnknownModelError(f"no model is called {name!r} (configured: {known})")
         return key
+
+    def upstream_api_key(self, name: str) -> str | None:
+        """The API key the model's own server requires (``--api-key`` / ``VLLM_API_KEY``).
+
+        The proxy sends it upstream as ``Authorization: Bearer``; snapshots never carry it.
+        """
+        return api_key_of(self._config, self.resolve(name))
 
     def subscribe(self, observer: Observer) -> Callable[[], None]:
         """Call ``observer`` with each new snapshot; returns the function that unsubscribes."""
@@ -267,7 +302,13 @@ class Supervisor:
     def _static_fields(self, key: str) -> dict[str, Any]:
         """What the current config says about ``key``'s instance, apart from its state."""
         fresh = configured_instance(self._config, key)
-        return {name: getattr(fresh, name) for name in _STATIC_FIELDS}
+        fields = {name: getattr(fresh, name) for name in _STATIC_FIELDS}
+        slot = self._slots.get(key)
+        learned = slot.learned_name if slot is not None else None
+        model = self._config.models[key]
+        if learned is not None and not model.served_name and learned[0] == fresh.url:
+            fields["served_name"] = learned[1]  # an external server's name, learned by probing
+        return fields
 
     # ---- lifecycle of the supervisor itself ------------------------------------------------
 
@@ -453,11 +494,18 @@ class Supervisor:
                 self._set(key, progress=Progress(ProgressPhase.PULL, p.percent, detail))
 
             await self._runtime.ensure_image(spec.image, on_pull)
-            self._set(key, progress=Progress(ProgressPhase.CREATE))
-            info = await self._runtime.start(spec)
-            self._set(key, container_id=info.id, progress=Progress(ProgressPhase.LOAD))
-            timeout = model.start_timeout or self._config.start_timeout
-            await self._wait_ready(key, info.id, timeout)
+
+            def on_wait(why: str) -> None:
+                self._set(key, progress=Progress(ProgressPhase.CREATE, None, why))
+
+            # Two vLLMs sizing their KV cache on one GPU at once both get it wrong: take turns.
+            gpus = gpus_of(model.devices, self._gpu_indices)
+            async with self._gpu_starts.hold(key, gpus, on_wait):
+                self._set(key, progress=Progress(ProgressPhase.CREATE))
+                info = await self._runtime.start(spec)
+                self._set(key, container_id=info.id, progress=Progress(ProgressPhase.LOAD))
+                timeout = model.start_timeout or self._config.start_timeout
+                await self._wait_ready(key, info.id, timeout)
         except RyxError as error:
             self._fail(key, error)
             raise
@@ -489,18 +537,33 @@ class Supervisor:
         )
 
     async def _wait_ready(self, key: str, container_id: str, timeout: float) -> None:
-        """Probe until ready; follow the log for progress; fail on exit or timeout."""
+        """Probe until ready; follow the log for progress; fail on exit or timeout.
+
+        Probes every ``ready_poll_interval``; looks at once when the log says the server is
+        up or the container died (``slot.wake``); inspects the container every
+        ``exit_check_interval`` otherwise. Ready also needs a first answer (when configured).
+        """
         slot = self._slots[key]
         deadline = self._clock.now() + timeout
         recent: deque[str] = deque(maxlen=_LOG_TAIL)
+        slot.wake.clear()
         follower = asyncio.create_task(self._follow_progress(key, container_id, recent))
+        follower.add_done_callback(lambda _: slot.wake.set())  # the log ends with the container
+        slot.follower = follower
+        api_key = api_key_of(self._config, key)
+        next_inspect = self._clock.now()
         try:
             while True:
-                info = await self._runtime.inspect(container_id)
-                if info is None or info.status is not ContainerStatus.RUNNING:
-                    raise await self._exit_error(key, container_id, info, recent)
-                result = await self._health.probe(slot.instance.url or "")
-                if result.serves(slot.instance.served_name):
+                if slot.wake.is_set() or self._clock.now() >= next_inspect:
+                    slot.wake.clear()
+                    next_inspect = self._clock.now() + self._exit_check_interval
+                    info = await self._runtime.inspect(container_id)
+                    if info is None or info.status is not ContainerStatus.RUNNING:
+                        raise await self._exit_error(key, container_id, info, recent)
+                inst = slot.instance
+                result = await self._health.probe(inst.url or "", api_key)
+                if result.serves(inst.served_name):
+                    await self._first_answer(key, container_id, recent, api_key)
                     slot.failed_probes = 0
                     slot.last_used = slot.last_used or self._clock.now()
                     self._set(
@@ -516,15 +579,67 @@ class Supervisor:
                     tail = await self._tail(container_id, recent)
                     await self._runtime.stop(container_id, self._config.docker.stop_timeout)
                     self._set(key, container_id=None)
+                    last = f" (last probe: {result.error})" if result.error else ""
                     raise StartTimeoutError(
-                        f"{key} was not ready after {timeout:g} s",
+                        f"{key} was not ready after {timeout:g} s{last}",
                         log_tail=tail,
                     )
-                await self._clock.sleep(self._probe_interval)
+                await sleep_or_wake(self._clock, self._ready_poll_interval, slot.wake)
         finally:
+            slot.follower = None
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await follower
+
+    def _notice_log_line(self, key: str, line: str) -> None:
+        """Called by the log follower with each line: wake the start loop when the server is up."""
+        slot = self._slots.get(key)
+        if slot is not None and parse_startup_complete(line):
+            slot.wake.set()
+
+    def _first_answer_wanted(self, key: str) -> bool:
+        model = self._config.models[key]
+        if isinstance(model, ModelConfig) and model.first_answer_check is not None:
+            return model.first_answer_check
+        return self._config.first_answer_check
+
+    async def _first_answer(
+        self, key: str, container_id: str, recent: deque[str], api_key: str | None
+    ) -> None:
+        """Ask the model for one token; raise when it cannot answer (see ``first_answer_check``).
+
+        A failed answer usually kills vLLM's engine and then its server: when the container
+        exits within ``_ANSWER_EXIT_GRACE`` that exit, with its log, is the failure. Otherwise
+        the container is stopped and the answer's own error is the failure.
+        """
+        if not self._first_answer_wanted(key):
+            return
+        inst = self._slots[key].instance
+        percent = inst.progress.percent if inst.progress is not None else None
+        self._set(key, progress=Progress(ProgressPhase.LOAD, percent, "answering a first request"))
+        answer = await self._health.first_answer(inst.url or "", inst.served_name, api_key)
+        if answer.ok:
+            if answer.skipped:
+                log.info("%s: no completion endpoint, first answer not checked", key)
+            return
+        log.warning("%s: first answer failed: %s", key, answer.error)
+        slot = self._slots[key]
+        grace_end = self._clock.now() + _ANSWER_EXIT_GRACE
+        while True:
+            info = await self._runtime.inspect(container_id)
+            if info is None or info.status is not ContainerStatus.RUNNING:
+                raise await self._exit_error(key, container_id, info, recent)
+            if self._clock.now() >= grace_end:
+                break
+            await sleep_or_wake(self._clock, self._exit_check_interval / 4, slot.wake)
+            slot.wake.clear()
+        tail = await self._tail(container_id, recent)
+        await self._runtime.stop(container_id, self._config.docker.stop_timeout)
+        self._set(key, container_id=None)
+        raise FirstAnswerError(
+            f"{key} started but could not answer its first request: {answer.error}",
+            log_tail=tail,
+        )
 
     async def _follow_progress(self, key: str, container_id: str, recent: deque[str]) -> None:
         logs = self._runtime.follow_logs(container_id)
@@ -532,6 +647,7 @@ class Supervisor:
         try:
             async for line in logs:
                 recent.append(line)
+                self._notice_log_line(key, line)
                 step = progress.feed(line)
                 if step is not None and self._slots[key].instance.state is InstanceState.STARTING:
                     self._set(key, progress=Progress(ProgressPhase.LOAD, step.percent, step.detail))
@@ -558,6 +674,11 @@ class Supervisor:
     async def _exit_error(
         self, key: str, container_id: str, info: ContainerInfo | None, recent: deque[str]
     ) -> ContainerExitedError:
+        follower = self._slots[key].follower
+        if follower is not None and not follower.done():
+            # Docker marks a container exited before it has copied its last lines (the API
+            # server's traceback after the engine's cause); the follower ends when it has.
+            await asyncio.wait({follower}, timeout=_LOG_SETTLE)
         lines = await self._whole_log(container_id, recent)
         self._set(key, container_id=None)
         if info is None:
@@ -665,6 +786,8 @@ class Supervisor:
                 await self._adopt(info)
         elif event.kind is RuntimeEventKind.DIE and ours and not busy:
             await self._on_died(key, event)
+        elif event.kind is RuntimeEventKind.DIE and ours:
+            slot.wake.set()  # a start is waiting on it: it looks at the container now
         elif event.kind is RuntimeEventKind.DESTROY and ours and not busy:
             self._mark_stopped(key, "stopped outside ryx-desktop")
 
@@ -713,19 +836,17 @@ class Supervisor:
         slot = self._slots[key]
         inst = slot.instance
         if inst.external:
-            result = await self._health.probe(inst.url or "")
-            ok = result.reachable and (result.healthy or bool(result.served_names))
-            state = InstanceState.READY if ok else InstanceState.UNREACHABLE
-            self._set(key, state=state, note="" if ok else result.error)
+            await self._probe_external(key)
             return
         if inst.state not in (InstanceState.READY, InstanceState.UNHEALTHY, InstanceState.STARTING):
             return
         if inst.state is InstanceState.STARTING and slot.start_task is not None:
             return  # the start's own loop decides
-        result = await self._health.probe(inst.url or "")
+        api_key = api_key_of(self._config, key)
+        result = await self._health.probe(inst.url or "", api_key)
         if result.serves(inst.served_name):
             slot.failed_probes = 0
-            metrics = await self._health.metrics(inst.url or "")
+            metrics = await self._health.metrics(inst.url or "", api_key)
             changes: dict[str, Any] = {"state": InstanceState.READY, "metrics": metrics}
             if inst.state is not InstanceState.READY:
                 changes.update(progress=None, started_at=inst.started_at or self._clock.now())
@@ -734,6 +855,31 @@ class Supervisor:
         slot.failed_probes += 1
         if inst.state is InstanceState.READY and slot.failed_probes >= self._unhealthy_after:
             self._set(key, state=InstanceState.UNHEALTHY, note=result.error)
+
+    async def _probe_external(self, key: str) -> None:
+        """Ready while the server lists the name we send; learn that name when not configured."""
+        slot = self._slots[key]
+        url = slot.instance.url or ""
+        explicit = bool(self._config.models[key].served_name)
+        wanted = served_name(self._config, key)
+        if not explicit and slot.learned_name is not None and slot.learned_name[0] == url:
+            wanted = slot.learned_name[1]  # keep sending what we sent while it is listed
+        result = await self._health.probe(url)
+        if self._slots.get(key) is not slot:
+            return  # removed by reconfigure meanwhile
+        verdict = judge_external(result, wanted, explicit=explicit)
+        if not explicit and verdict.ready:
+            slot.learned_name = (url, verdict.served_name)
+        metrics = await self._health.metrics(url) if verdict.ready else None
+        if self._slots.get(key) is not slot:
+            return
+        self._set(
+            key,
+            state=InstanceState.READY if verdict.ready else InstanceState.UNREACHABLE,
+            served_name=verdict.served_name,
+            metrics=metrics,
+            note=verdict.note,
+        )
 
     async def _idle_expired(self, key: str) -> bool:
         model = self._config.models[key]

@@ -77,17 +77,18 @@ def test_the_table_shows_each_state(qapp: QApplication) -> None:
     async def scenario() -> None:
         async with engine_rig(MODELS, default_model="a", **FRACTIONAL) as rig:
             rig.runtime.behaviour.update(c="slow", d="crash")
-            # The slow model's log stops at 50 %: it stays starting at that figure.
+            # The slow model's log stops after one of two shards (30 %): it stays starting there.
             rig.runtime.LOAD_LINES = FakeRuntime.LOAD_LINES[:3]
             model = InstancesTableModel(rig.bridge, clock=lambda: now[0])
             assert model.model_keys() == ["a", "b", "c", "d", "remote"]
             assert model.rowCount() == 5 and model.columnCount() == len(Column)
 
             await rig.bridge.start("b")
-            start_c = rig.bridge.spawn(rig.bridge.start("c"))
+            # d first: starts on one GPU take turns, and c never finishes its turn.
             await rig.bridge.start("d")
+            start_c = rig.bridge.spawn(rig.bridge.start("c"))
             await wait_for(
-                lambda: cell(model, "c", Column.STATE, PROGRESS_ROLE) == 50.0, "c at 50 %"
+                lambda: cell(model, "c", Column.STATE, PROGRESS_ROLE) == 30.0, "c at 30 %"
             )
 
             states = {k: cell(model, k, Column.STATE) for k in model.model_keys()}
@@ -103,7 +104,7 @@ def test_the_table_shows_each_state(qapp: QApplication) -> None:
             centre = dot.pixelColor(dot.width() // 2, dot.height() // 2)
             assert centre == state_colour(InstanceState.READY)
             # Progress only while starting.
-            assert cell(model, "c", Column.STATE, PROGRESS_TEXT_ROLE) == "loading 50 %"
+            assert cell(model, "c", Column.STATE, PROGRESS_TEXT_ROLE) == "loading 30 %"
             assert cell(model, "a", Column.STATE, PROGRESS_ROLE) is None
             assert cell(model, "b", Column.STATE, PROGRESS_TEXT_ROLE) is None
             # Uptime from the injected clock, for the ready model only.

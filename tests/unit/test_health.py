@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import httpx
 import pytest
 
 from ryx_desktop.adapters.health import HttpHealthProbe, parse_metrics
+from ryx_desktop.core.ports import AnswerResult
 from ryx_desktop.core.states import ModelMetrics
 
 BASE = "http://127.0.0.1:8001"
@@ -259,3 +261,134 @@ async def test_client_is_lazy_and_reusable_after_close() -> None:
     assert (await probe.probe(BASE)).healthy
     await probe.close()
     assert calls == 4
+
+
+# ---- the model's API key and the first answer ------------------------------------------------
+
+
+def keyed(routes: dict[str, httpx.Response], key: str, seen: list[httpx.Request]) -> Handler:
+    """A server like vLLM with ``--api-key key``: every ``/v1/*`` path wants the key."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        wanted = f"Bearer {key}"
+        if request.url.path.startswith("/v1") and request.headers.get("authorization") != wanted:
+            return httpx.Response(401, json={"error": "Unauthorized"})
+        return routes.get(request.url.path) or httpx.Response(404, json={"detail": "Not Found"})
+
+    return handle
+
+
+@pytest.mark.asyncio
+async def test_probe_and_metrics_send_the_models_api_key() -> None:
+    seen: list[httpx.Request] = []
+    routes = {
+        "/health": httpx.Response(200),
+        "/v1/models": models("qwen"),
+        "/metrics": httpx.Response(200, text=METRICS),
+    }
+    probe = HttpHealthProbe(transport=httpx.MockTransport(keyed(routes, "s3cret", seen)))
+    try:
+        with_key = await probe.probe(BASE, "s3cret")
+        metrics = await probe.metrics(BASE, "s3cret")
+        without = await probe.probe(BASE)
+    finally:
+        await probe.close()
+    assert with_key.serves("qwen")
+    assert metrics is not None and metrics.requests_running == 2.0
+    assert [r.headers.get("authorization") for r in seen[:3]] == ["Bearer s3cret"] * 3
+    assert "authorization" not in seen[3].headers
+    assert not without.serves("qwen") and without.healthy
+    assert "401" in without.error and "API key" in without.error
+
+
+def answering(routes: dict[str, httpx.Response], seen: list[httpx.Request]) -> Handler:
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return routes.get(request.url.path) or httpx.Response(404, json={"detail": "Not Found"})
+
+    return handle
+
+
+async def first_answer(
+    routes: dict[str, httpx.Response], api_key: str | None = None
+) -> tuple[AnswerResult, list[httpx.Request]]:
+    seen: list[httpx.Request] = []
+    probe = HttpHealthProbe(transport=httpx.MockTransport(answering(routes, seen)))
+    try:
+        return await probe.first_answer(BASE, "qwen", api_key), seen
+    finally:
+        await probe.close()
+
+
+COMPLETION = httpx.Response(200, json={"choices": [{"text": "!"}]})
+
+
+@pytest.mark.asyncio
+async def test_first_answer_asks_one_token_of_the_served_name_with_the_key() -> None:
+    answer, seen = await first_answer({"/v1/completions": COMPLETION}, api_key="k")
+    assert answer == AnswerResult(ok=True, status=200)
+    assert [r.url.path for r in seen] == ["/v1/completions"]
+    assert json.loads(seen[0].content) == {"model": "qwen", "prompt": "Hi", "max_tokens": 1}
+    assert seen[0].headers["authorization"] == "Bearer k"
+
+
+@pytest.mark.asyncio
+async def test_first_answer_falls_back_to_chat_when_completions_is_missing() -> None:
+    answer, seen = await first_answer({"/v1/chat/completions": COMPLETION})
+    assert answer.ok and not answer.skipped
+    assert [r.url.path for r in seen] == ["/v1/completions", "/v1/chat/completions"]
+    body = json.loads(seen[1].content)
+    assert body["model"] == "qwen" and body["max_tokens"] == 1 and body["messages"]
+
+
+@pytest.mark.asyncio
+async def test_first_answer_is_skipped_by_a_server_without_either_endpoint() -> None:
+    answer, _ = await first_answer({})
+    assert answer.ok and answer.skipped and answer.status == 404
+
+
+ENGINE_DEAD = "EngineCore encountered an issue. See stack trace (above) for the root cause."
+
+
+@pytest.mark.asyncio
+async def test_a_server_error_on_the_first_answer_fails_with_vllms_message() -> None:
+    nested = {
+        "error": {
+            "message": ENGINE_DEAD,
+            "type": "InternalServerError",
+            "param": None,
+            "code": 500,
+        }
+    }
+    answer, _ = await first_answer({"/v1/completions": httpx.Response(500, json=nested)})
+    assert not answer.ok and answer.status == 500
+    assert (
+        answer.error
+        == "HTTP 500: EngineCore encountered an issue. See stack trace (above) for the root cause."
+    )
+
+
+@pytest.mark.asyncio
+async def test_first_answer_reads_old_flat_errors_and_refused_keys() -> None:
+    flat = {"object": "error", "message": "bad key", "type": "Unauthorized", "code": 401}
+    answer, _ = await first_answer({"/v1/completions": httpx.Response(401, json=flat)})
+    assert not answer.ok and answer.error == "HTTP 401: bad key"
+
+
+@pytest.mark.asyncio
+async def test_a_refused_question_still_counts_as_answered() -> None:
+    refusal = {"error": {"message": "This model's maximum context length is 2", "code": 400}}
+    answer, _ = await first_answer({"/v1/completions": httpx.Response(400, json=refusal)})
+    assert answer.ok and answer.status == 400 and "maximum context length" in answer.error
+
+
+@pytest.mark.asyncio
+async def test_no_answer_at_all_is_a_failed_first_answer() -> None:
+    probe = HttpHealthProbe(transport=httpx.MockTransport(refuse))
+    try:
+        answer = await probe.first_answer(BASE, "qwen")
+    finally:
+        await probe.close()
+    assert not answer.ok and answer.status is None
+    assert answer.error == "/v1/completions: connection refused"
