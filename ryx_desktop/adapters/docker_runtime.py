@@ -640,7 +640,10 @@ def _device_requests(devices: str | tuple[int, ...]) -> list[docker.types.Device
 
 
 def _container_model_path(spec: ContainerSpec) -> str:
+    """The model as the container sees it: ``vllm serve MODEL`` (or an older ``--model MODEL``)."""
     command = list(spec.command)
+    if command and not command[0].startswith("-"):
+        return command[0]
     if "--model" in command and command.index("--model") + 1 < len(command):
         return command[command.index("--model") + 1]
     return spec.host_model_path or "?"
