@@ -102,6 +102,8 @@ class _Slot:
     learned_name: tuple[str, str] | None = None
     # The start's log follower: it ends once Docker has copied the exited container's last line.
     follower: asyncio.Task[None] | None = None
+    # Load progress read from an adopted container's log so far: (container id, progress).
+    adopted_progress: tuple[str, LoadProgress] | None = None
 
 
 class Supervisor:
@@ -643,7 +645,11 @@ class Supervisor:
 
     async def _follow_progress(self, key: str, container_id: str, recent: deque[str]) -> None:
         logs = self._runtime.follow_logs(container_id)
+        slot = self._slots[key]
         progress = LoadProgress()  # its percent never goes back
+        if slot.adopted_progress is not None and slot.adopted_progress[0] == container_id:
+            progress = slot.adopted_progress[1]  # go on from what the log said at adoption
+        slot.adopted_progress = None
         try:
             async for line in logs:
                 recent.append(line)
@@ -729,13 +735,18 @@ class Supervisor:
         if info.status is ContainerStatus.RUNNING:
             expected = build_spec(key, self._config, self._environ).spec_hash
             changed = info.spec_hash is not None and info.spec_hash != expected
+            # How far its load has come, from its log: another process may be starting it.
+            progress = LoadProgress()
+            for line in await self._whole_log(info.id, deque()):
+                progress.feed(line)
+            self._slots[key].adopted_progress = (info.id, progress)
             self._set(
                 key,
                 state=InstanceState.STARTING,
                 container_id=info.id,
                 adopted=True,
                 config_changed=changed,
-                progress=Progress(ProgressPhase.LOAD),
+                progress=Progress(ProgressPhase.LOAD, progress.percent, progress.detail),
                 note="config changed, restart to apply" if changed else "",
             )
             if self._watching:

@@ -134,6 +134,36 @@ def test_logs_follow_streams_until_the_container_stops(
     assert "Shutting down" in rest
 
 
+def test_status_in_another_process_shows_the_load_progress(
+    cli: Callable[..., Cli], make_config: Callable[..., Config]
+) -> None:
+    env = {"FAKE_VLLM_SHARDS": "4", "FAKE_VLLM_LOAD_SECONDS": "40"}
+    config = make_config({"slow": {"model": SMALL, "env": env}})
+    run = cli(config)
+    with subprocess.Popen(
+        run.argv("start", "slow"), stderr=subprocess.PIPE, text=True, env=run.env
+    ) as starter:
+        assert starter.stderr is not None
+        for line in starter.stderr:
+            if line.strip() == "slow: loading 15% (weights 1/4 shards)":
+                break
+        # Only the starting process follows the log; a second one reads it from Docker.
+        status = run("status", "--json")
+        assert status.returncode == 0, status.stderr
+        row = {r["key"]: r for r in json.loads(status.stdout)}["slow"]
+        assert row["state"] == "starting"
+        assert row["progress"]["percent"] >= 15, row
+        assert row["progress"]["detail"].startswith("weights "), row
+        table = run("status")
+        assert any(
+            line.startswith("slow") and "starting" in line and "%" in line
+            for line in table.stdout.splitlines()
+        ), table.stdout
+        stopped = run("stop", "slow")
+        assert stopped.returncode == 0, stopped.stderr
+        starter.wait(timeout=30)
+
+
 def test_start_failures_are_one_line_and_a_hint(
     cli: Callable[..., Cli], make_config: Callable[..., Config]
 ) -> None:
