@@ -333,7 +333,10 @@ class ExternalModelConfig(_Strict):
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("url must start with http:// or https://")
-        return value.rstrip("/")
+        # The server's root: an OpenAI-style base URL (`.../v1`) is accepted and means the same
+        # server, since the proxy and the probes add `/v1/...` and `/health` themselves.
+        value = value.rstrip("/")
+        return value.removesuffix("/v1").rstrip("/") if value.endswith("/v1") else value
 
 
 def _model_kind(value: Any) -> str:

@@ -684,3 +684,19 @@ def test_save_syncs_the_data_before_the_rename_and_the_dir_after(
     monkeypatch.setattr(os, "replace", replace)
     save_config(default_config(), path)
     assert calls == ["fsync-file", "replace", "fsync-dir"]
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "http://127.0.0.1:8001",
+        "http://127.0.0.1:8001/",
+        "http://127.0.0.1:8001/v1",
+        "http://127.0.0.1:8001/v1/",
+    ],
+)
+def test_an_external_url_is_the_servers_root_even_when_written_as_a_base_url(given: str) -> None:
+    # The probes ask for `/health` and `/v1/models`, the proxy forwards `/v1/...`: an
+    # OpenAI-style base URL must not turn into `/v1/v1/models`.
+    assert ExternalModelConfig(url=given).url == "http://127.0.0.1:8001"
+    assert ExternalModelConfig(url="https://host.test/api/v1").url == "https://host.test/api"
