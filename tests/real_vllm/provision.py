@@ -80,11 +80,14 @@ _DOCS = ("/usr/share/doc", "/usr/share/man", "/usr/share/info", "/usr/share/lint
 
 ENTRYPOINT_SCRIPT = f"""#!{VENV_IN_IMAGE}/bin/python
 # vLLM's own console script, written here: the wheel's one points at the build machine's venv.
+# The guard matters: vLLM starts its engine core with multiprocessing's spawn, which imports
+# this file again as __mp_main__; unguarded, the child would run a second API server.
 import sys
 
 from vllm.entrypoints.cli.main import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())
 """
 CHANGES = [
     'ENTRYPOINT ["/usr/local/bin/vllm", "serve"]',
