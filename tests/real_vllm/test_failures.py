@@ -64,9 +64,10 @@ async def test_a_model_that_cannot_answer_is_failed_not_ready(
     assert inst.failure is not None
     message = caught.value.message
     assert message.startswith("h16 failed to start: ")
-    assert "Unsupported CPU attention configuration: head_dim=16" in message, message
+    # vLLM's "Unsupported CPU attention configuration: head_dim=16", said in a user's words
+    assert "the CPU backend cannot run this model's attention (head size 16)" in message, message
     assert inst.failure.message == message
-    assert inst.failure.hint
+    assert "head size the CPU build supports" in inst.failure.hint
     assert inst.failure.log_tail, "the failure keeps the log tail"
 
 
