@@ -12,15 +12,20 @@ from __future__ import annotations
 import contextlib
 import socket
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
 import pytest
+import pytest_asyncio
 
+from ryx_desktop.adapters.docker_runtime import DockerRuntime
+from ryx_desktop.adapters.health import HttpHealthProbe
 from ryx_desktop.config import Config
+from ryx_desktop.core.clock import MonotonicClock
+from ryx_desktop.core.supervisor import Supervisor
 from tests.real_vllm import provision
 
 _HERE = Path(__file__).resolve().parent
@@ -128,6 +133,28 @@ def make_real_config(real_image: str, tmp_path: Path) -> Callable[..., Config]:
         return Config.model_validate(data)
 
     return make
+
+
+MakeSupervisor = Callable[[Config], Supervisor]
+
+
+@pytest_asyncio.fixture
+async def supervisor() -> AsyncIterator[MakeSupervisor]:
+    """``supervisor(config)``: the real engine (Docker runtime, HTTP probe), closed after."""
+    made: list[tuple[Supervisor, DockerRuntime, HttpHealthProbe]] = []
+
+    def make(config: Config) -> Supervisor:
+        runtime = DockerRuntime(config.docker.host)
+        health = HttpHealthProbe()
+        sup = Supervisor(config, runtime, health, MonotonicClock(), probe_interval=0.5)
+        made.append((sup, runtime, health))
+        return sup
+
+    yield make
+    for sup, runtime, health in made:
+        await sup.close()
+        await health.close()
+        await runtime.close()
 
 
 @pytest.fixture

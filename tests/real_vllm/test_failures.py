@@ -8,42 +8,18 @@ end ``failed`` with vLLM's own reason in one sentence, a hint, and the log tail.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import docker
 import pytest
-import pytest_asyncio
 
-from ryx_desktop.adapters.docker_runtime import DockerRuntime
-from ryx_desktop.adapters.health import HttpHealthProbe
 from ryx_desktop.config import Config
-from ryx_desktop.core.clock import MonotonicClock
 from ryx_desktop.core.errors import ContainerExitedError, ModelPathMissingError
 from ryx_desktop.core.states import InstanceState
-from ryx_desktop.core.supervisor import Supervisor
 from tests.real_vllm import provision
+from tests.real_vllm.conftest import MakeSupervisor
 
 pytestmark = pytest.mark.asyncio
-
-MakeSupervisor = Callable[[Config], Supervisor]
-
-
-@pytest_asyncio.fixture
-async def supervisor() -> AsyncIterator[MakeSupervisor]:
-    made: list[tuple[Supervisor, DockerRuntime, HttpHealthProbe]] = []
-
-    def make(config: Config) -> Supervisor:
-        runtime = DockerRuntime(config.docker.host)
-        health = HttpHealthProbe()
-        sup = Supervisor(config, runtime, health, MonotonicClock(), probe_interval=0.5)
-        made.append((sup, runtime, health))
-        return sup
-
-    yield make
-    for sup, runtime, health in made:
-        await sup.close()
-        await health.close()
-        await runtime.close()
 
 
 async def test_a_model_that_cannot_answer_is_failed_not_ready(
