@@ -11,6 +11,7 @@ from typing import Any
 
 from ryx_desktop.app import build_engine
 from ryx_desktop.cli._output import ProgressPrinter, status_table
+from ryx_desktop.cli._running_app import instances_from_running_app
 from ryx_desktop.cli._serve import serve
 from ryx_desktop.config import (
     Config,
@@ -45,8 +46,11 @@ async def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 async def _status(config: Config, environ: Mapping[str, str], *, as_json: bool) -> int:
-    async with build_engine(config, environ, watch=False) as engine:
-        instances = engine.supervisor.instances()
+    # The running app knows most (a start's every phase, metrics); else Docker and the logs.
+    instances = await instances_from_running_app(config, environ)
+    if instances is None:
+        async with build_engine(config, environ, watch=False) as engine:
+            instances = engine.supervisor.instances()
     if as_json:
         print(json.dumps([instance_json(i) for i in instances], indent=2))
     else:

@@ -109,3 +109,48 @@ def instance_json(inst: Instance) -> dict[str, Any]:
         data["failure"]["log_tail"] = list(inst.failure.log_tail)
     data["vram_used_bytes"] = None  # measured by the GPU probe of the desktop app
     return data
+
+
+def instance_from_json(data: dict[str, Any]) -> Instance:
+    """The snapshot :func:`instance_json` wrote (``started_at``/``last_used`` are lost).
+
+    Raises ``KeyError``, ``TypeError`` or ``ValueError`` on data of another shape.
+
+    >>> inst = Instance("a", "A", "a", state=InstanceState.STARTING,
+    ...                 progress=Progress(ProgressPhase.LOAD, 40.0, "weights 2/4 shards"))
+    >>> instance_from_json(instance_json(inst)) == inst
+    True
+    """
+    progress = data.get("progress")
+    failure = data.get("failure")
+    metrics = data.get("metrics")
+    return Instance(
+        key=str(data["key"]),
+        name=str(data["name"]),
+        served_name=str(data["served_name"]),
+        aliases=tuple(data.get("aliases") or ()),
+        external=bool(data.get("external", False)),
+        port=data.get("port"),
+        url=data.get("url"),
+        gpu_memory_utilization=data.get("gpu_memory_utilization"),
+        state=InstanceState(data["state"]),
+        progress=None
+        if progress is None
+        else Progress(
+            ProgressPhase(progress["phase"]), progress.get("percent"), progress.get("detail", "")
+        ),
+        failure=None
+        if failure is None
+        else Failure(
+            failure["message"],
+            failure.get("hint", ""),
+            failure.get("exit_code"),
+            tuple(failure.get("log_tail") or ()),
+        ),
+        container_id=data.get("container_id"),
+        in_flight=int(data.get("in_flight", 0)),
+        metrics=None if metrics is None else ModelMetrics(**metrics),
+        config_changed=bool(data.get("config_changed", False)),
+        adopted=bool(data.get("adopted", False)),
+        note=str(data.get("note", "")),
+    )

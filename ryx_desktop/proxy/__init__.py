@@ -5,6 +5,7 @@ An ``aiohttp`` low-level server on the running event loop (qasync's in the GUI, 
 never Qt.
 """
 
+from ryx_desktop.proxy._security import resolve_api_key
 from ryx_desktop.proxy._server import ProxyServer
 
-__all__ = ["ProxyServer"]
+__all__ = ["ProxyServer", "resolve_api_key"]

@@ -324,7 +324,8 @@ def test_export_writes_a_standalone_compose_file() -> None:
     ]
     # an external server is no container; it rides along in the x-ryx extension
     assert "vllm-remote" not in services
-    assert data["x-ryx"]["external"]["remote"]["url"] == "https://example.test/v1"
+    # the server's root (the config accepts `.../v1` and the proxy adds /v1 itself)
+    assert data["x-ryx"]["external"]["remote"]["url"] == "https://example.test"
     for service in services.values():
         assert all(p.startswith("127.0.0.1:") for p in service["ports"])
 
