@@ -131,3 +131,40 @@ class UnreachableError(RyxError):
     """An external (``url:``) model's server does not answer."""
 
     hint = "Start that server, or fix the model's `url:` in the config."
+
+
+class SleepNotSupportedError(RyxError):
+    """The model's server has no sleep-mode routes (``/sleep``, ``/wake_up``, ...): they are 404."""
+
+    hint = (
+        "Set `sleep_mode: true` for the model so it runs with `--enable-sleep-mode` and "
+        "`VLLM_SERVER_DEV_MODE=1`; a vLLM older than the sleep routes cannot sleep at all."
+    )
+
+    def __init__(self, message: str, hint: str | None = None, *, route: str = "") -> None:
+        super().__init__(message, hint)
+        #: The request that answered 404, e.g. ``POST /sleep?level=1``.
+        self.route = route
+
+
+class SleepFailedError(RyxError):
+    """A sleep or wake step got an error answer from vLLM, or no answer at all."""
+
+    hint = "The model will be restarted instead; `ryx-desktop logs KEY` shows vLLM's side."
+
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        step: str = "",
+        status: int | None = None,
+        detail: str = "",
+    ) -> None:
+        super().__init__(message, hint)
+        #: The request that failed, e.g. ``POST /wake_up?tags=weights``.
+        self.step = step
+        #: Its HTTP status; None when no answer came.
+        self.status = status
+        #: vLLM's own error message, or why no answer came.
+        self.detail = detail

@@ -183,3 +183,29 @@ class Clock(Protocol):
         ...
 
     async def sleep(self, seconds: float) -> None: ...
+
+
+class SleepControl(Protocol):
+    """Puts a vLLM engine to sleep and wakes it, through vLLM's dev-mode sleep routes.
+
+    The routes exist only when the server runs with ``VLLM_SERVER_DEV_MODE=1`` and
+    ``--enable-sleep-mode``. Level 1 moves the weights to host RAM and drops the KV cache;
+    level 2 drops the weights too. ``api_key`` is sent as ``Authorization: Bearer`` when given.
+    Methods raise ``ryx_desktop.core.errors`` types only: ``SleepNotSupportedError`` when a
+    route answers 404, ``SleepFailedError`` for any other error answer or no answer.
+    """
+
+    async def sleep(self, base_url: str, level: int, api_key: str | None = None) -> None:
+        """``POST /sleep?level=N`` (1 or 2). The engine must have no request decoding."""
+        ...
+
+    async def wake(self, base_url: str, level: int, api_key: str | None = None) -> None:
+        """Wake from sleep ``level``: level 1 in one ``POST /wake_up``; level 2 in three steps
+        (wake the weights, ``reload_weights`` through ``/collective_rpc``, wake the KV cache)."""
+        ...
+
+    async def is_sleeping(self, base_url: str, api_key: str | None = None) -> bool | None:
+        """``GET /is_sleeping``; None when it cannot tell (no such route, no or odd answer)."""
+        ...
+
+    async def close(self) -> None: ...
