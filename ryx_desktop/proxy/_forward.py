@@ -25,6 +25,7 @@ from ryx_desktop.core.routing import resolve_model
 from ryx_desktop.core.states import Instance, InstanceState
 from ryx_desktop.core.supervisor import Supervisor
 from ryx_desktop.proxy._errors import ProxyError, sse_error
+from ryx_desktop.proxy._loading import LoadingNotes, loading_style
 from ryx_desktop.proxy._metrics import ProxyMetrics
 
 log = logging.getLogger("ryx_desktop.proxy")
@@ -259,16 +260,14 @@ class Forwarder:
     async def _relay_after_start(
         self, request: web.BaseRequest, extra: dict[str, str], key: str, raw: bytes
     ) -> web.StreamResponse:
-        """A stream that waits for a cold start: 200 now, SSE comments until the model is up."""
+        """A stream that waits for a cold start: 200 now, loading messages until the model is up
+        (in the style of ``proxy.loading_messages``, see ``_loading``)."""
         response = web.StreamResponse(status=200, headers={**_SSE_HEADERS, **extra})
         await response.prepare(request)
+        notes = LoadingNotes(loading_style(self._config.loading_messages, request.path))
         waiter = asyncio.ensure_future(self._ready(key))
         try:
-            while True:
-                await response.write(_loading_comment(self._supervisor.get(key)))
-                done, _ = await asyncio.wait({waiter}, timeout=self._loading_interval)
-                if done:
-                    break
+            await self._tell_wait(response, waiter, key, notes)
         finally:
             if not waiter.done():
                 waiter.cancel()  # the client left; the start itself goes on
@@ -277,6 +276,49 @@ class Forwarder:
         except ProxyError as error:
             return await self._end_stream(request, response, error, key)
         return await self._relay(request, extra, inst, raw, True, response)
+
+    async def _tell_wait(
+        self,
+        response: web.StreamResponse,
+        waiter: asyncio.Future[Instance],
+        key: str,
+        notes: LoadingNotes,
+    ) -> None:
+        """Write ``notes``'s messages until ``waiter`` is done: one per ``loading_interval``,
+        and (reasoning style) one as soon as the model's snapshot says something new."""
+        supervisor = self._supervisor
+        changed = asyncio.Event()
+        unsubscribe = None
+        if notes.follows_changes:
+            unsubscribe = supervisor.subscribe(
+                lambda inst: changed.set() if inst.key == key else None
+            )
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time()
+        try:
+            while not waiter.done():
+                inst = supervisor.get(key)
+                if loop.time() >= next_tick:
+                    next_tick = loop.time() + self._loading_interval
+                    data = notes.tick(inst)
+                else:
+                    data = notes.changed(inst)
+                changed.clear()  # after reading the snapshot, before any await
+                if data:
+                    await response.write(data)
+                watch = asyncio.ensure_future(changed.wait())
+                either: set[asyncio.Future[Any]] = {waiter, watch}
+                try:
+                    await asyncio.wait(
+                        either,
+                        timeout=max(0.0, next_tick - loop.time()),
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                finally:
+                    watch.cancel()
+        finally:
+            if unsubscribe is not None:
+                unsubscribe()
 
     # ---- upstream ---------------------------------------------------------------------------
 
@@ -548,14 +590,6 @@ def _name_table(supervisor: Supervisor) -> dict[str, str]:
             if found is not None:
                 names.setdefault(name, found)
     return names
-
-
-def _loading_comment(inst: Instance) -> bytes:
-    progress = inst.progress
-    detail = "starting"  # also before the start task has run and moved it out of stopped/failed
-    if progress is not None:
-        detail = f"{progress.percent:.0f}%" if progress.percent is not None else progress.phase
-    return f": loading {inst.key} {detail}\n\n".encode()
 
 
 def _upstream_message(text: str) -> str:
