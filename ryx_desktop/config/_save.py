@@ -89,9 +89,9 @@ def dump_config(config: Config) -> str:
     for name in ("proxy", "docker", "gpu"):
         data[name] = _section_dict(name, getattr(config, name))
     top = config.model_dump(mode="json", exclude_defaults=True, exclude={"proxy", "docker", "gpu"})
-    for key in ("idle_ttl", "start_timeout"):
-        if key in top:
-            data[key] = top[key]
+    for key, value in top.items():  # every general setting that is not its default
+        if key not in ("default_model", "models"):
+            data[key] = value
     data["default_model"] = config.default_model
     data["models"] = {key: _model_dict(model) for key, model in config.models.items()}
     body = yaml.dump(

@@ -33,6 +33,8 @@ CONTAINER_FIELDS = (
     "env",
     "sleep_mode",
     "idle_ttl",
+    "sleep_ttl",
+    "wake_timeout",
     "start_timeout",
     "first_answer_check",
 )
@@ -129,6 +131,14 @@ class ProxyConfig(_Strict):
     read_timeout: float = Field(600.0, gt=0)
     max_body_mb: float = Field(32.0, gt=0)
     concurrency_limit: int = Field(256, ge=1)
+    # How a stream waiting for its model's start (or wake) hears of it: SSE comment lines,
+    # reasoning_content deltas that chat UIs show (chat completions only), or nothing.
+    loading_messages: Literal["comment", "reasoning", "off"] = "comment"
+
+    @field_validator("loading_messages", mode="before")
+    @classmethod
+    def _bare_off(cls, value: object) -> object:
+        return "off" if value is False else value  # YAML reads a bare `off` as false
 
     @model_validator(mode="after")
     def _key_when_exposed(self) -> ProxyConfig:
@@ -205,6 +215,8 @@ class ModelConfig(_Strict):
     env: dict[str, str] = Field(default_factory=dict)
     sleep_mode: bool = False
     idle_ttl: float | None = Field(None, gt=0)
+    sleep_ttl: float | None = Field(None, gt=0)  # asleep this long (s): stopped
+    wake_timeout: float | None = Field(None, gt=0)  # a wake slower than this restarts it
     start_timeout: float | None = Field(None, gt=0)
     first_answer_check: bool | None = None  # None: the top-level first_answer_check
 
@@ -358,6 +370,10 @@ class Config(_Strict):
     docker: DockerConfig = DockerConfig()
     gpu: GpuConfig = GpuConfig()
     idle_ttl: float | None = Field(None, gt=0)
+    #: A sleep-mode model idle for ``idle_ttl`` sleeps; asleep for ``sleep_ttl`` it is stopped.
+    sleep_ttl: float | None = Field(None, gt=0)
+    #: A wake that takes longer (or fails) falls back to stopping and starting the model.
+    wake_timeout: float = Field(60.0, gt=0)
     start_timeout: float = Field(900.0, gt=0)
     #: Before a model counts as ready it must answer one 1-token completion (vLLM's /health is
     #: 200 before any forward pass ran); a model that cannot is failed with vLLM's reason.

@@ -700,3 +700,52 @@ def test_an_external_url_is_the_servers_root_even_when_written_as_a_base_url(giv
     # OpenAI-style base URL must not turn into `/v1/v1/models`.
     assert ExternalModelConfig(url=given).url == "http://127.0.0.1:8001"
     assert ExternalModelConfig(url="https://host.test/api/v1").url == "https://host.test/api"
+
+
+# ------------------------------------------------------------------ proxy.loading_messages
+
+
+@pytest.mark.parametrize("style", ["comment", "reasoning", "off"])
+def test_loading_messages_validates_and_round_trips(style: str) -> None:
+    # Written bare, as a user would: YAML reads `off` as false, which must still mean "off".
+    config = parse_config(f"proxy:\n  loading_messages: {style}\n", "c.yaml")
+    assert config.proxy.loading_messages == style
+    text = dump_config(config)
+    assert parse_config(text, "dump.yaml") == config, text
+    # Like every other default, the default style is left out of a saved file.
+    assert ("loading_messages" in text) is (style != "comment"), text
+
+
+def test_loading_messages_defaults_to_comment_and_refuses_other_values() -> None:
+    assert ProxyConfig().loading_messages == "comment"
+    with pytest.raises(ConfigFileError) as info:
+        parse_config("proxy:\n  loading_messages: loud\n", "c.yaml")
+    assert info.value.message == (
+        "c.yaml:2:21: proxy.loading_messages: must be 'comment', 'reasoning' or 'off', got 'loud'"
+    )
+
+
+def test_every_general_setting_survives_a_save() -> None:
+    # A save from the GUI writes dump_config: a general setting it left out would be lost.
+    config = Config.model_validate(
+        {
+            "idle_ttl": 300,
+            "sleep_ttl": 3600,
+            "wake_timeout": 20,
+            "start_timeout": 600,
+            "first_answer_check": False,
+            "models": {
+                "m": {
+                    "model": "/models/m",
+                    "port": 8001,
+                    "sleep_mode": True,
+                    "sleep_ttl": 60,
+                    "wake_timeout": 5,
+                }
+            },
+        }
+    )
+    text = dump_config(config)
+    assert parse_config(text, "dump.yaml") == config, text
+    for line in ("sleep_ttl: 3600", "wake_timeout: 20", "first_answer_check: false"):
+        assert line in text
