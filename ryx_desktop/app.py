@@ -14,6 +14,7 @@ from types import TracebackType
 
 from ryx_desktop.adapters.docker_runtime import DockerRuntime
 from ryx_desktop.adapters.health import HttpHealthProbe
+from ryx_desktop.adapters.vllm_sleep import HttpSleepControl
 from ryx_desktop.config import Config, save_config
 from ryx_desktop.core.clock import MonotonicClock
 from ryx_desktop.core.errors import ConfigError
@@ -31,6 +32,7 @@ class Engine:
     health: HttpHealthProbe
     supervisor: Supervisor
     watch: bool = True
+    sleep: HttpSleepControl | None = None
 
     async def __aenter__(self) -> Engine:
         try:
@@ -52,6 +54,8 @@ class Engine:
         """Stop watching and release connections; models keep running."""
         await self.supervisor.close()
         await self.health.close()
+        if self.sleep is not None:
+            await self.sleep.close()
         await self.runtime.close()
 
 
@@ -69,6 +73,7 @@ def build_engine(
     local_engine = host is None or host.startswith("unix://")
     runtime = DockerRuntime(config.docker.host, check_model_paths=local_engine)
     health = HttpHealthProbe()
+    sleep = HttpSleepControl()
     supervisor = Supervisor(
         config,
         runtime,
@@ -76,8 +81,9 @@ def build_engine(
         clock or MonotonicClock(),
         environ=environ,
         probe_interval=probe_interval,
+        sleep_control=sleep,
     )
-    return Engine(config, runtime, health, supervisor, watch=watch)
+    return Engine(config, runtime, health, supervisor, watch=watch, sleep=sleep)
 
 
 def build_proxy(

@@ -30,7 +30,10 @@ RUNNING = "vllm:num_requests_running"
 WAITING = "vllm:num_requests_waiting"
 KV_CACHE = "vllm:kv_cache_usage_perc"
 KV_CACHE_OLD = "vllm:gpu_cache_usage_perc"  # vLLM before 0.10
-_WANTED = (RUNNING, WAITING, KV_CACHE, KV_CACHE_OLD)
+#: Labelled ``sleep_state``: awake, weights_offloaded (level 1) or discard_all (level 2).
+SLEEP_STATE = "vllm:engine_sleep_state"
+_SLEEP_LEVELS = {"awake": 0, "weights_offloaded": 1, "discard_all": 2}
+_WANTED = (RUNNING, WAITING, KV_CACHE, KV_CACHE_OLD, SLEEP_STATE)
 
 
 class HttpHealthProbe:
@@ -245,20 +248,26 @@ def parse_metrics(text: str) -> ModelMetrics | None:
     if not lines:
         return None
     values: dict[str, list[float]] = {}
+    sleep_level: int | None = None
     try:
         for family in text_string_to_metric_families("\n".join(lines) + "\n"):
             for sample in family.samples:
-                if sample.name in _WANTED:
+                if sample.name == SLEEP_STATE:
+                    level = _SLEEP_LEVELS.get(sample.labels.get("sleep_state", ""))
+                    if level is not None and float(sample.value) >= 1:
+                        sleep_level = max(sleep_level or 0, level)
+                elif sample.name in _WANTED:
                     values.setdefault(sample.name, []).append(float(sample.value))
     except (ValueError, TypeError, IndexError, KeyError):
         return None
-    if not values:
+    if not values and sleep_level is None:
         return None
     kv = values.get(KV_CACHE) or values.get(KV_CACHE_OLD)
     return ModelMetrics(
         requests_running=sum(values[RUNNING]) if RUNNING in values else None,
         requests_waiting=sum(values[WAITING]) if WAITING in values else None,
         kv_cache_usage=sum(kv) / len(kv) if kv else None,
+        sleep_level=sleep_level,
     )
 
 

@@ -53,6 +53,20 @@ def _parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(verb, parents=[common], help=text)
         cmd.add_argument("model", metavar="KEY", help="model key, served name or alias")
 
+    sleep = sub.add_parser(
+        "sleep", parents=[common], help="put a sleep-mode model to sleep (frees its GPU memory)"
+    )
+    sleep.add_argument("model", metavar="KEY", help="model key, served name or alias")
+    sleep.add_argument(
+        "--level",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="1: weights kept in host RAM, fast wake (default); 2: weights dropped too",
+    )
+    wake = sub.add_parser("wake", parents=[common], help="wake a sleeping model")
+    wake.add_argument("model", metavar="KEY", help="model key, served name or alias")
+
     logs = sub.add_parser("logs", parents=[common], help="the model container's log")
     logs.add_argument("model", metavar="KEY", help="model key, served name or alias")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")

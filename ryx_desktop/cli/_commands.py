@@ -40,6 +40,10 @@ async def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return await _status(config, environ, as_json=args.json)
     if args.command in ("start", "stop", "restart"):
         return await _lifecycle(args.command, config, environ, args.model)
+    if args.command == "sleep":
+        return await _sleep(config, environ, args.model, args.level)
+    if args.command == "wake":
+        return await _lifecycle("wake", config, environ, args.model)
     if args.command == "logs":
         return await _logs(config, environ, args.model, follow=args.follow, tail=args.tail)
     raise AssertionError(f"unhandled command {args.command}")
@@ -73,7 +77,17 @@ async def _lifecycle(verb: str, config: Config, environ: Mapping[str, str], name
             return 0
         inst = await (sup.restart(key) if verb == "restart" else sup.ensure_ready(key))
         where = f"{inst.url}/v1" if inst.url else ""
-        print(f"{key} is ready at {where} (served as {inst.served_name})")
+        how = f" ({inst.note})" if verb == "wake" and inst.note else ""
+        print(f"{key} is ready at {where} (served as {inst.served_name}){how}")
+        return 0
+
+
+async def _sleep(config: Config, environ: Mapping[str, str], name: str, level: int) -> int:
+    async with build_engine(config, environ, watch=False) as engine:
+        sup = engine.supervisor
+        key = sup.resolve(name)
+        inst = await sup.sleep(key, level)
+        print(f"{key} is asleep at level {inst.sleep_level}: {inst.note}")
         return 0
 
 

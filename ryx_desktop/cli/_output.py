@@ -77,4 +77,5 @@ _PHASE = {
     ProgressPhase.PULL: "pulling image",
     ProgressPhase.CREATE: "creating container",
     ProgressPhase.LOAD: "loading",
+    ProgressPhase.WAKE: "waking",
 }

@@ -26,6 +26,7 @@ class ProgressPhase(enum.StrEnum):
     PULL = "pull"  # downloading the image
     CREATE = "create"  # creating the container
     LOAD = "load"  # vLLM loading weights
+    WAKE = "wake"  # a sleeping model coming back
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,7 @@ class ModelMetrics:
     requests_running: float | None = None
     requests_waiting: float | None = None
     kv_cache_usage: float | None = None  # 0..1
+    sleep_level: int | None = None  # vllm:engine_sleep_state: 0 awake, 1 or 2 asleep
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,7 @@ class Instance:
     config_changed: bool = False  # runs with a spec that differs from the config
     adopted: bool = False  # found running rather than started by us
     note: str = ""  # last state-change reason, e.g. "stopped after 600 s idle"
+    sleep_level: int | None = None  # vLLM's sleep level (1 or 2) while SLEEPING
 
     @property
     def busy(self) -> bool:
@@ -153,4 +156,5 @@ def instance_from_json(data: dict[str, Any]) -> Instance:
         config_changed=bool(data.get("config_changed", False)),
         adopted=bool(data.get("adopted", False)),
         note=str(data.get("note", "")),
+        sleep_level=data.get("sleep_level"),
     )

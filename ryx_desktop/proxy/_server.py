@@ -16,9 +16,9 @@ from typing import Any
 from aiohttp import web
 
 from ryx_desktop.config import Config
-from ryx_desktop.core.errors import PortInUseError, RyxError
+from ryx_desktop.core.errors import PortInUseError, RyxError, SleepNotSupportedError
 from ryx_desktop.core.routing import resolve_model
-from ryx_desktop.core.states import Instance, instance_json
+from ryx_desktop.core.states import Instance, InstanceState, instance_json
 from ryx_desktop.core.supervisor import Supervisor
 from ryx_desktop.proxy._errors import ProxyError, error_response
 from ryx_desktop.proxy._forward import Forwarder
@@ -38,7 +38,7 @@ Handler = Callable[[web.BaseRequest, dict[str, str]], Awaitable[web.StreamRespon
 
 #: The generation endpoints forwarded to the model's server, unchanged paths.
 FORWARDED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
-_CONTROL_ACTIONS = ("start", "stop", "select")
+_CONTROL_ACTIONS = ("start", "stop", "select", "sleep", "wake")
 _CONTROL_PREFIX = "/api/instances/"
 
 
@@ -277,10 +277,24 @@ class ProxyServer:
                 await sup.stop(key, reason="stopped through the control API")
             except RyxError as error:
                 raise ProxyError(502, error.message, "stop_failed", hint=error.hint) from None
-        else:
+        elif action == "sleep":
+            level = request.query.get("level", "1")  # a query parameter, as vLLM takes it
+            if level not in ("1", "2"):
+                raise ProxyError(
+                    400, f"sleep level {level!r} does not exist: use 1 or 2", "bad_level"
+                )
+            try:
+                await sup.sleep(key, int(level), reason="through the control API")
+            except SleepNotSupportedError as error:
+                raise ProxyError(
+                    409, error.message, "sleep_not_supported", hint=error.hint
+                ) from None
+            except RyxError as error:
+                raise ProxyError(502, error.message, "sleep_failed", hint=error.hint) from None
+        else:  # start, or wake: one shared start or wake per model
             inst = sup.get(key)
-            if not inst.external and not inst.running:
-                status = 202  # the start runs on; poll GET /api/instances
+            if not inst.external and (not inst.running or inst.state is InstanceState.SLEEPING):
+                status = 202  # the start (or wake) runs on; poll GET /api/instances
                 task = asyncio.create_task(self._start_in_background(key))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)

@@ -87,6 +87,7 @@ def progress_text(progress: Progress | None) -> str:
         ProgressPhase.PULL: "pulling image",
         ProgressPhase.CREATE: "creating container",
         ProgressPhase.LOAD: "loading",
+        ProgressPhase.WAKE: "waking",
     }[progress.phase]
     return f"{words} {progress.percent:.0f} %" if progress.percent is not None else words
 

@@ -46,6 +46,7 @@ Environment knobs:
 * ``FAKE_VLLM_EXIT_CODE=N`` exit with code N during load after the first shard, printing nothing
   more (137 looks like the OOM killer)
 * ``FAKE_VLLM_TOKEN_DELAY`` seconds between generated tokens (default 0)
+* ``FAKE_VLLM_WAKE_SECONDS`` time a ``/wake_up`` of a sleeping engine takes (default 0)
 * ``VLLM_SERVER_DEV_MODE=1`` and ``VLLM_API_KEY`` as in vLLM
 
 Test-only endpoints (not in vLLM; never behind the API key):
@@ -1259,6 +1260,10 @@ class Handler(BaseHTTPRequestHandler):
         tags = query.get("tags") or None
         st.log.api("api_router.py:50", f"wake up the engine with tags: {tags}")
         started = time.perf_counter()
+        with st.lock:
+            asleep = bool(st.sleeping_tags)
+        if asleep:  # moving the weights back (level 1) or reallocating them takes a while
+            time.sleep(max(0.0, _env_float("FAKE_VLLM_WAKE_SECONDS", 0.0)))
         with st.awake:
             wanted = [t for t in (tags or []) if t != "scheduling"]
             if tags is None or wanted:

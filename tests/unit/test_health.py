@@ -392,3 +392,20 @@ async def test_no_answer_at_all_is_a_failed_first_answer() -> None:
         await probe.close()
     assert not answer.ok and answer.status is None
     assert answer.error == "/v1/completions: connection refused"
+
+
+@pytest.mark.parametrize(
+    ("state", "level"), [("awake", 0), ("weights_offloaded", 1), ("discard_all", 2)]
+)
+def test_the_engine_sleep_state_gives_the_sleep_level(state: str, level: int) -> None:
+    lines = [
+        f'vllm:engine_sleep_state{{engine="0",model_name="q",sleep_state="{name}"}} '
+        f"{1.0 if name == state else 0.0}"
+        for name in ("awake", "weights_offloaded", "discard_all")
+    ]
+    text = "# TYPE vllm:engine_sleep_state gauge\n" + "\n".join(lines) + "\n"
+    text += 'vllm:num_requests_running{engine="0",model_name="q"} 0\n'
+    metrics = parse_metrics(text)
+    assert metrics is not None
+    assert metrics.sleep_level == level
+    assert metrics.requests_running == 0

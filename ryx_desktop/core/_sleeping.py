@@ -1,0 +1,148 @@
+"""Sleep and wake: vLLM's sleep mode as a state of its own, with honest fallbacks.
+
+A model with ``sleep_mode: true`` runs with ``--enable-sleep-mode`` in dev mode. ``sleep`` marks
+it ``sleeping`` at once (so every new request waits for a wake instead of reaching an engine on
+its way to sleep), lets its requests drain (a sleep with requests decoding crashes vLLM), then
+asks vLLM to sleep: level 1 keeps the weights in host RAM, level 2 drops them. A wake is shared
+by every request that waits, like a start: the sleeping model turns ``starting`` with the wake's
+progress, vLLM wakes it (level 2 in three steps), and it is ``ready`` once it answers again.
+
+Fallbacks, each leaving its reason on the model: a vLLM without sleep routes (or one that
+refuses) is left running and the caller is told; a wake that fails or outlasts ``wake_timeout``
+stops the container and starts the model afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ryx_desktop.config import ModelConfig
+from ryx_desktop.core._lifecycle import Lifecycle
+from ryx_desktop.core.credentials import api_key_of
+from ryx_desktop.core.errors import (
+    RyxError,
+    SleepFailedError,
+    SleepNotSupportedError,
+)
+from ryx_desktop.core.states import Instance, InstanceState, Progress, ProgressPhase
+
+log = logging.getLogger(__name__)
+
+#: States a model can be put to sleep from.
+_AWAKE = (InstanceState.READY, InstanceState.UNHEALTHY)
+
+
+class Sleeping(Lifecycle):
+    """Puts idle sleep-mode models to sleep and wakes them for the next request."""
+
+    def sleep_mode_of(self, key: str) -> bool:
+        """Whether model ``key`` runs with vLLM's sleep mode (and ryx-desktop can wake it)."""
+        model = self._config.models[key]
+        return isinstance(model, ModelConfig) and model.sleep_mode and self._sleep is not None
+
+    async def sleep(self, name: str, level: int = 1, *, reason: str = "") -> Instance:
+        """Put a ready model to sleep at ``level`` (1 or 2), after its requests finish."""
+        key = self.resolve(name)
+        if level not in (1, 2):
+            raise ValueError(f"sleep level {level} does not exist: use 1 or 2")
+        if not self.sleep_mode_of(key):
+            raise SleepNotSupportedError(
+                f"{key} does not run with sleep mode",
+                "Set `sleep_mode: true` for it; its next start turns vLLM's sleep mode on.",
+            )
+        slot = self._slots[key]
+        async with slot.lock:
+            inst = slot.instance
+            if inst.state is InstanceState.SLEEPING and (inst.sleep_level or 0) >= level:
+                return inst
+            if inst.state not in _AWAKE:
+                raise SleepFailedError(
+                    f"{key} is {inst.state.value}: only a ready model can be put to sleep",
+                    "Start it first, or wait until it is ready.",
+                )
+            started = self._clock.now()
+            self._set(key, state=InstanceState.SLEEPING, note=f"going to sleep (level {level})")
+            await self._wait_drained(slot)
+            assert self._sleep is not None
+            try:
+                await self._sleep.sleep(inst.url or "", level, api_key_of(self._config, key))
+            except RyxError as error:
+                refused = isinstance(error, SleepNotSupportedError)
+                note = "vLLM refused sleep mode" if refused else "could not sleep"
+                self._set(key, state=InstanceState.READY, note=f"{note}: {error.message}")
+                raise
+            slot.asleep_since = self._clock.now()
+            took = slot.asleep_since - started
+            words = f"asleep at level {level}" + (f", {reason}" if reason else "")
+            return self._set(
+                key,
+                state=InstanceState.SLEEPING,
+                sleep_level=level,
+                metrics=None,
+                progress=None,
+                note=f"{words} (took {took:.1f} s)",
+            )
+
+    async def _run_wake(self, key: str) -> Instance:
+        """The shared task of a wake; falls back to a fresh start when the wake fails."""
+        slot = self._slots[key]
+        async with slot.lock:  # a sleep under way finishes first
+            inst = slot.instance
+            if inst.state is not InstanceState.SLEEPING or inst.sleep_level is None:
+                fallback = None if inst.state in _AWAKE else "it was not asleep"
+            else:
+                fallback = await self._wake_locked(key, inst.sleep_level)
+        if fallback is None:
+            return self._slots[key].instance
+        log.warning("%s: wake failed (%s); starting it afresh", key, fallback)
+        await self.stop(key, reason=f"wake failed: {fallback}")
+        await self._run_start(key)
+        return self._set(key, note=f"restarted: the wake failed ({fallback})")
+
+    async def _wake_locked(self, key: str, level: int) -> str | None:
+        """Wake ``key`` from ``level``; None when it is ready, else why the wake failed."""
+        inst = self._slots[key].instance
+        began = self._clock.now()
+        self._set(
+            key,
+            state=InstanceState.STARTING,
+            progress=Progress(ProgressPhase.WAKE, None, f"waking from sleep level {level}"),
+            note="",
+        )
+        await self._make_room(key)
+        api_key = api_key_of(self._config, key)
+        timeout = self._wake_timeout(key)
+        assert self._sleep is not None
+        try:
+            await asyncio.wait_for(self._sleep.wake(inst.url or "", level, api_key), timeout)
+            result = await asyncio.wait_for(self._health.probe(inst.url or "", api_key), timeout)
+        except TimeoutError:
+            return f"no answer within wake_timeout ({timeout:g} s)"
+        except RyxError as error:
+            return error.message
+        if not result.serves(inst.served_name):
+            return result.error or f"it does not list {inst.served_name} after waking"
+        self._slots[key].asleep_since = None
+        took = self._clock.now() - began
+        self._set(
+            key,
+            state=InstanceState.READY,
+            sleep_level=None,
+            progress=None,
+            note=f"woken from level {level} in {took:.2f} s",
+        )
+        self._ensure_monitor(key)
+        return None
+
+    def _wake_timeout(self, key: str) -> float:
+        model = self._config.models[key]
+        if isinstance(model, ModelConfig) and model.wake_timeout is not None:
+            return model.wake_timeout
+        return self._config.wake_timeout
+
+    def _sleep_ttl(self, key: str) -> float | None:
+        model = self._config.models[key]
+        if isinstance(model, ModelConfig) and model.sleep_ttl is not None:
+            return model.sleep_ttl
+        return self._config.sleep_ttl
