@@ -166,12 +166,16 @@ class Watching(Sleeping):
         if result.serves(inst.served_name):
             slot.failed_probes = 0
             metrics = await self._health.metrics(inst.url or "", api_key)
+            if slot.instance.state is not inst.state:
+                return  # it changed meanwhile (put to sleep, stopping): this probe is stale
             if self.sleep_mode_of(key) and self._found_asleep(key, metrics):
                 return  # put to sleep by someone else
             changes: dict[str, Any] = {"state": InstanceState.READY, "metrics": metrics}
             if inst.state is not InstanceState.READY:
                 changes.update(progress=None, started_at=inst.started_at or self._clock.now())
             self._set(key, **changes)
+            return
+        if slot.instance.state is not inst.state:
             return
         slot.failed_probes += 1
         if inst.state is InstanceState.READY and slot.failed_probes >= self._unhealthy_after:
