@@ -14,6 +14,7 @@ from types import TracebackType
 
 from ryx_desktop.adapters.docker_runtime import DockerRuntime
 from ryx_desktop.adapters.health import HttpHealthProbe
+from ryx_desktop.adapters.host import LocalHostFacts
 from ryx_desktop.adapters.vllm_sleep import HttpSleepControl
 from ryx_desktop.config import Config, save_config
 from ryx_desktop.core.clock import MonotonicClock
@@ -82,6 +83,8 @@ def build_engine(
         environ=environ,
         probe_interval=probe_interval,
         sleep_control=sleep,
+        # RAM and model sizes are this machine's only when the engine is local.
+        host_facts=LocalHostFacts() if local_engine else None,
     )
     return Engine(config, runtime, health, supervisor, watch=watch, sleep=sleep)
 

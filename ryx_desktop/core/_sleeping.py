@@ -15,6 +15,7 @@ stops the container and starts the model afresh.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 from ryx_desktop.config import ModelConfig
@@ -25,6 +26,9 @@ from ryx_desktop.core.errors import (
     SleepFailedError,
     SleepNotSupportedError,
 )
+from ryx_desktop.core.planner import gpus_of
+from ryx_desktop.core.sleep_planner import ModelClaim, choose_level, plan_room
+from ryx_desktop.core.spec import build_spec
 from ryx_desktop.core.states import Instance, InstanceState, Progress, ProgressPhase
 
 log = logging.getLogger(__name__)
@@ -110,13 +114,30 @@ class Sleeping(Lifecycle):
             progress=Progress(ProgressPhase.WAKE, None, f"waking from sleep level {level}"),
             note="",
         )
-        await self._make_room(key)
         api_key = api_key_of(self._config, key)
         timeout = self._wake_timeout(key)
         assert self._sleep is not None
+        model = self._config.models[key]
+        gpus = gpus_of(model.devices, self._gpu_indices) if isinstance(model, ModelConfig) else ()
+
+        def on_wait(why: str) -> None:
+            self._set(key, progress=Progress(ProgressPhase.WAKE, None, why))
+
         try:
-            await asyncio.wait_for(self._sleep.wake(inst.url or "", level, api_key), timeout)
-            result = await asyncio.wait_for(self._health.probe(inst.url or "", api_key), timeout)
+            # One start or wake at a time per GPU: each plans its room on what the others left.
+            async with self._gpu_starts.hold(key, gpus, on_wait):
+                self._slots[key].waking_from = level
+                try:
+                    await self._make_room(key)
+                finally:
+                    self._slots[key].waking_from = None
+                self._set(
+                    key, progress=Progress(ProgressPhase.WAKE, None, f"waking (level {level})")
+                )
+                waking = self._sleep.wake(inst.url or "", level, api_key)
+                await asyncio.wait_for(waking, timeout)
+                probing = self._health.probe(inst.url or "", api_key)
+                result = await asyncio.wait_for(probing, timeout)
         except TimeoutError:
             return f"no answer within wake_timeout ({timeout:g} s)"
         except RyxError as error:
@@ -134,6 +155,77 @@ class Sleeping(Lifecycle):
         )
         self._ensure_monitor(key)
         return None
+
+    async def _make_room(self, key: str) -> None:
+        """Room for ``key`` on its GPUs: sleep idle sleep-mode models first, stop the rest.
+
+        Where no model that shares the target's GPUs can sleep, the plain planner decides
+        (stops only), as before sleep mode.
+        """
+        model = self._config.models[key]
+        if not isinstance(model, ModelConfig):
+            return
+        gpus = gpus_of(model.devices, self._gpu_indices)
+        others = [k for k in self._slots if k != key and self._shares_gpus(k, gpus)]
+        if not any(self.sleep_mode_of(k) for k in others):
+            await super()._make_room(key)
+            return
+        # The target shows as starting by now; to the planner it is what it comes from.
+        waking = self._slots[key].waking_from
+        target = dataclasses.replace(
+            await self._model_claim(key),
+            state=InstanceState.SLEEPING if waking else InstanceState.STOPPED,
+            sleep_level=waking,
+        )
+        claims = [await self._model_claim(k) for k in others]
+        ram = await self._host.available_ram() if self._host is not None else None
+        plan = plan_room(
+            target,
+            claims,
+            policy=self._config.gpu.policy,
+            headroom=self._config.gpu.headroom,
+            available_ram_bytes=ram,
+        )
+        for action in plan.actions:
+            if action.kind == "sleep":
+                try:
+                    level = action.level or 2
+                    await self.sleep(action.key, level, reason=f"to make room for {key}")
+                    continue
+                except RyxError as error:
+                    log.warning("%s could not sleep (%s): stopping it", action.key, error.message)
+            await self.stop(action.key, reason=f"stopped to make room for {key}")
+
+    async def _level_for(self, key: str) -> int:
+        """Level 1 when the model's weights fit in the host RAM available, else level 2."""
+        ram = await self._host.available_ram() if self._host is not None else None
+        return choose_level((await self._model_claim(key)).weights_bytes, ram)
+
+    def _shares_gpus(self, key: str, gpus: frozenset[int]) -> bool:
+        model = self._config.models[key]
+        return isinstance(model, ModelConfig) and bool(
+            gpus_of(model.devices, self._gpu_indices) & gpus
+        )
+
+    async def _model_claim(self, key: str) -> ModelClaim:
+        model = self._config.models[key]
+        assert isinstance(model, ModelConfig)
+        slot = self._slots[key]
+        weights = None
+        if self.sleep_mode_of(key) and self._host is not None:
+            path = build_spec(key, self._config, self._environ).host_model_path
+            weights = await self._host.weights_bytes(path) if path else None
+        return ModelClaim(
+            key=key,
+            gpus=gpus_of(model.devices, self._gpu_indices),
+            share=model.gpu_memory_utilization,
+            state=slot.instance.state,
+            in_flight=slot.in_flight,
+            last_used=slot.last_used,
+            sleep_mode=self.sleep_mode_of(key),
+            sleep_level=slot.instance.sleep_level,
+            weights_bytes=weights,
+        )
 
     def _wake_timeout(self, key: str) -> float:
         model = self._config.models[key]

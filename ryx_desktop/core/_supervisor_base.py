@@ -16,7 +16,7 @@ from typing import Any
 
 from ryx_desktop.config import Config, ModelConfig
 from ryx_desktop.core.errors import RyxError, UnknownModelError
-from ryx_desktop.core.ports import Clock, ContainerRuntime, HealthProbe, SleepControl
+from ryx_desktop.core.ports import Clock, ContainerRuntime, HealthProbe, HostFacts, SleepControl
 from ryx_desktop.core.progress import LoadProgress
 from ryx_desktop.core.readiness import GpuStartGate
 from ryx_desktop.core.routing import resolve_model, served_name
@@ -78,6 +78,8 @@ class Slot:
     adopted_progress: tuple[str, LoadProgress] | None = None
     # When it fell asleep (clock time), for sleep_ttl.
     asleep_since: float | None = None
+    # The sleep level a wake under way comes from (for the room it plans).
+    waking_from: int | None = None
 
 
 class SupervisorBase:
@@ -87,6 +89,7 @@ class SupervisorBase:
     _runtime: ContainerRuntime
     _health: HealthProbe
     _sleep: SleepControl | None
+    _host: HostFacts | None
     _clock: Clock
     _environ: dict[str, str]
     _gpu_indices: tuple[int, ...]

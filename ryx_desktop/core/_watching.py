@@ -233,7 +233,8 @@ class Watching(Sleeping):
             return False
         if self.sleep_mode_of(key):
             try:
-                await self.sleep(key, 1, reason=f"idle for {ttl:g} s")
+                level = await self._level_for(key)
+                await self.sleep(key, level, reason=f"idle for {ttl:g} s")
                 return False
             except RyxError as error:
                 log.warning("%s: could not sleep (%s); stopping it", key, error.message)

@@ -209,3 +209,19 @@ class SleepControl(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class HostFacts(Protocol):
+    """What the machine that runs the models can tell about its memory and a model's files.
+
+    Both answer None when they cannot tell; the sleep planner then takes the safe choice
+    (level 2, which needs no host RAM).
+    """
+
+    async def available_ram(self) -> int | None:
+        """Bytes of host RAM available now (``MemAvailable``)."""
+        ...
+
+    async def weights_bytes(self, host_path: str) -> int | None:
+        """Bytes of the weights in a model folder (what a level-1 sleep moves to host RAM)."""
+        ...

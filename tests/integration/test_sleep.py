@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ import pytest
 import pytest_asyncio
 
 from ryx_desktop.adapters.health import HttpHealthProbe
+from ryx_desktop.adapters.host import LocalHostFacts
 from ryx_desktop.adapters.vllm_sleep import HttpSleepControl
 from ryx_desktop.config import Config
 from ryx_desktop.core.clock import MonotonicClock
@@ -55,6 +57,7 @@ async def supervisor() -> AsyncIterator[Make]:
         sleep = HttpSleepControl()
         kw.setdefault("clock", MonotonicClock())
         clock = kw.pop("clock")
+        kw.setdefault("host_facts", LocalHostFacts())
         sup = Supervisor(
             config, runtime, health, clock, probe_interval=0.1, sleep_control=sleep, **kw
         )
@@ -160,8 +163,10 @@ async def test_a_busy_model_sleeps_only_after_its_requests_finish(
 
 
 async def test_idle_ttl_sleeps_and_sleep_ttl_stops(
-    make_config: Callable[..., Config], supervisor: Make
+    make_config: Callable[..., Config], supervisor: Make, models_dir: Path
 ) -> None:
+    # Weights of a known size that fit in this machine's RAM: the idle sleep is level 1.
+    (models_dir / "small/general/qwen2.5-3b/model.safetensors").write_bytes(b"w" * 4096)
     clock = OffsetClock()
     sup = supervisor(make_config({"s": sleeper()}, idle_ttl=600, sleep_ttl=3600), clock=clock)
     await sup.open()
@@ -260,3 +265,35 @@ async def test_a_stream_through_the_proxy_wakes_the_model_and_says_so(
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == f"fake reply from {SMALL} to: hi"
     assert sup.get("s").state is InstanceState.READY
+
+
+async def test_exclusive_swaps_put_the_other_model_to_sleep_instead_of_stopping_it(
+    make_config: Callable[..., Config], supervisor: Make
+) -> None:
+    models = {
+        "a": sleeper(devices=[0], served_name="a"),
+        "b": sleeper(devices=[0], served_name="b"),
+        "plain": {"model": SMALL, "devices": [0], "served_name": "plain"},
+    }
+    sup = supervisor(make_config(models, gpu={"policy": "exclusive"}))
+    await sup.open()
+    a = await sup.ensure_ready("a")
+
+    await sup.ensure_ready("b")
+    slept = sup.get("a")
+    assert slept.state is InstanceState.SLEEPING
+    assert slept.container_id == a.container_id  # still there, asleep
+    assert slept.sleep_level == 2  # its weights are unknown (no weight files): the safe level
+    assert "to make room for b" in slept.note
+
+    back = await sup.ensure_ready("a")  # a wake, not a cold start
+    assert back.container_id == a.container_id
+    assert "woken from level 2" in back.note
+    assert sup.get("b").state is InstanceState.SLEEPING
+
+    # A model without sleep mode in the way is stopped, as before.
+    await sup.ensure_ready("plain")
+    assert sup.get("a").state is InstanceState.SLEEPING
+    await sup.ensure_ready("a")
+    assert sup.get("plain").state is InstanceState.STOPPED
+    assert sup.get("plain").note == "stopped to make room for a"
