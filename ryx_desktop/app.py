@@ -19,6 +19,7 @@ from ryx_desktop.adapters.vllm_sleep import HttpSleepControl
 from ryx_desktop.config import Config, save_config
 from ryx_desktop.core.clock import MonotonicClock
 from ryx_desktop.core.errors import ConfigError
+from ryx_desktop.core.gpu import GpuProbe
 from ryx_desktop.core.ports import Clock
 from ryx_desktop.core.supervisor import Supervisor
 from ryx_desktop.proxy import ProxyServer
@@ -67,6 +68,7 @@ def build_engine(
     watch: bool = True,
     clock: Clock | None = None,
     probe_interval: float = 2.0,
+    gpu_probe: GpuProbe | None = None,
 ) -> Engine:
     """Wire the real adapters into a supervisor for ``config``."""
     host = config.docker.host or environ.get("DOCKER_HOST")
@@ -85,6 +87,8 @@ def build_engine(
         sleep_control=sleep,
         # RAM and model sizes are this machine's only when the engine is local.
         host_facts=LocalHostFacts() if local_engine else None,
+        # NVML reads this machine's GPUs: measured memory only for a local engine.
+        gpu_probe=gpu_probe if local_engine else None,
     )
     return Engine(config, runtime, health, supervisor, watch=watch, sleep=sleep)
 

@@ -98,15 +98,19 @@ class MessageBoxes:
 
 
 class EngineFactory(Protocol):
-    def __call__(self, config: Config, environ: Mapping[str, str], *, clock: Clock) -> Engine: ...
+    def __call__(
+        self, config: Config, environ: Mapping[str, str], *, clock: Clock, gpu_probe: GpuProbe
+    ) -> Engine: ...
 
 
 class ProxyFactory(Protocol):
     def __call__(self, engine: Engine, environ: Mapping[str, str]) -> ProxyServer: ...
 
 
-def _real_engine(config: Config, environ: Mapping[str, str], *, clock: Clock) -> Engine:
-    return build_engine(config, environ, clock=clock)
+def _real_engine(
+    config: Config, environ: Mapping[str, str], *, clock: Clock, gpu_probe: GpuProbe
+) -> Engine:
+    return build_engine(config, environ, clock=clock, gpu_probe=gpu_probe)
 
 
 def _real_proxy(engine: Engine, environ: Mapping[str, str]) -> ProxyServer:
@@ -271,7 +275,10 @@ async def start_desktop(
     # What is opened is closed again, in reverse order, if a later step fails or the startup
     # is cancelled (a quit while a dialog is open); on success the desktop's shutdown owns it.
     async with contextlib.AsyncExitStack() as undo:
-        engine = deps.build_engine(config, environ, clock=deps.clock)
+        # One GPU probe: the VRAM gauge reads it, and the supervisor plans room on it.
+        probe = deps.gpu_probe()
+        undo.push_async_callback(probe.close)
+        engine = deps.build_engine(config, environ, clock=deps.clock, gpu_probe=probe)
         undo.push_async_callback(engine.close)
         try:
             await engine.supervisor.open(watch=engine.watch)
@@ -280,8 +287,6 @@ async def start_desktop(
             await deps.dialogs.error(f"{APP_NAME} cannot start", exc.message, exc.hint)
             raise StartupAborted(EXIT_FAILURE) from None
 
-        probe = deps.gpu_probe()
-        undo.push_async_callback(probe.close)
         monitor = GpuMonitor(
             probe, engine.supervisor, engine.runtime, deps.clock, interval=deps.gpu_interval
         )

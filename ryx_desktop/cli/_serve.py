@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 from typing import TextIO
 
+from ryx_desktop.adapters.nvml import NvmlGpuProbe
 from ryx_desktop.app import build_engine, build_proxy
 from ryx_desktop.config import Config
 from ryx_desktop.core.states import Instance, InstanceState
@@ -72,8 +73,9 @@ async def serve(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     states = StateLog(sys.stderr)
+    gpus = NvmlGpuProbe()  # measured GPU memory for planning room; N/A without NVIDIA
     try:
-        async with build_engine(config, environ) as engine:
+        async with build_engine(config, environ, gpu_probe=gpus) as engine:
             states.seed(engine.supervisor.instances())
             engine.supervisor.subscribe(states)
             async with build_proxy(engine, environ, host=host, port=port) as proxy:
@@ -87,6 +89,7 @@ async def serve(
                 await stop.wait()
                 print("ryx-desktop: stopping the proxy", file=sys.stderr, flush=True)
     finally:
+        await gpus.close()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
     print("ryx-desktop: stopped; models keep running", file=sys.stderr, flush=True)

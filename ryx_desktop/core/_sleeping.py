@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Sequence
 
 from ryx_desktop.config import ModelConfig
 from ryx_desktop.core._lifecycle import Lifecycle
@@ -26,6 +27,7 @@ from ryx_desktop.core.errors import (
     SleepFailedError,
     SleepNotSupportedError,
 )
+from ryx_desktop.core.gpu import GpuStatus
 from ryx_desktop.core.planner import gpus_of
 from ryx_desktop.core.sleep_planner import ModelClaim, choose_level, plan_room
 from ryx_desktop.core.spec import build_spec
@@ -170,20 +172,24 @@ class Sleeping(Lifecycle):
         if not any(self.sleep_mode_of(k) for k in others):
             await super()._make_room(key)
             return
+        # Measured memory when NVML answers: other processes' use, what each model holds.
+        reading = await self._gpu_probe.read() if self._gpu_probe is not None else None
+        measured = tuple(g for g in reading.gpus if g.index in gpus) if reading else ()
         # The target shows as starting by now; to the planner it is what it comes from.
         waking = self._slots[key].waking_from
         target = dataclasses.replace(
-            await self._model_claim(key),
+            await self._model_claim(key, measured),
             state=InstanceState.SLEEPING if waking else InstanceState.STOPPED,
             sleep_level=waking,
         )
-        claims = [await self._model_claim(k) for k in others]
+        claims = [await self._model_claim(k, measured) for k in others]
         ram = await self._host.available_ram() if self._host is not None else None
         plan = plan_room(
             target,
             claims,
             policy=self._config.gpu.policy,
             headroom=self._config.gpu.headroom,
+            gpus=measured,
             available_ram_bytes=ram,
         )
         for action in plan.actions:
@@ -207,7 +213,8 @@ class Sleeping(Lifecycle):
             gpus_of(model.devices, self._gpu_indices) & gpus
         )
 
-    async def _model_claim(self, key: str) -> ModelClaim:
+    async def _model_claim(self, key: str, measured: Sequence[GpuStatus] = ()) -> ModelClaim:
+        """``key`` as the planner sees it; with GPU readings, what its processes hold."""
         model = self._config.models[key]
         assert isinstance(model, ModelConfig)
         slot = self._slots[key]
@@ -215,6 +222,16 @@ class Sleeping(Lifecycle):
         if self.sleep_mode_of(key) and self._host is not None:
             path = build_spec(key, self._config, self._environ).host_model_path
             weights = await self._host.weights_bytes(path) if path else None
+        held: dict[int, int] = {}
+        container_id = slot.instance.container_id
+        if measured and container_id is not None:
+            info = await self._runtime.inspect(container_id)
+            pids = set(info.pids) if info is not None else set()
+            for gpu in measured:
+                used = [p.used_bytes for p in gpu.processes if p.pid in pids]
+                if pids and all(u is not None for u in used):
+                    held[gpu.index] = sum(u for u in used if u is not None)
+        asleep = slot.instance.state is InstanceState.SLEEPING
         return ModelClaim(
             key=key,
             gpus=gpus_of(model.devices, self._gpu_indices),
@@ -224,6 +241,8 @@ class Sleeping(Lifecycle):
             last_used=slot.last_used,
             sleep_mode=self.sleep_mode_of(key),
             sleep_level=slot.instance.sleep_level,
+            awake_bytes={} if asleep else held,
+            asleep_bytes=held if asleep else {},
             weights_bytes=weights,
         )
 

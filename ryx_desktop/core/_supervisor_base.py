@@ -16,6 +16,7 @@ from typing import Any
 
 from ryx_desktop.config import Config, ModelConfig
 from ryx_desktop.core.errors import RyxError, UnknownModelError
+from ryx_desktop.core.gpu import GpuProbe
 from ryx_desktop.core.ports import Clock, ContainerRuntime, HealthProbe, HostFacts, SleepControl
 from ryx_desktop.core.progress import LoadProgress
 from ryx_desktop.core.readiness import GpuStartGate
@@ -90,6 +91,7 @@ class SupervisorBase:
     _health: HealthProbe
     _sleep: SleepControl | None
     _host: HostFacts | None
+    _gpu_probe: GpuProbe | None
     _clock: Clock
     _environ: dict[str, str]
     _gpu_indices: tuple[int, ...]

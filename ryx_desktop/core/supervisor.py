@@ -29,6 +29,7 @@ from ryx_desktop.core._supervisor_base import (
 from ryx_desktop.core._watching import Watching
 from ryx_desktop.core.credentials import api_key_of
 from ryx_desktop.core.errors import RyxError, StartCancelledError
+from ryx_desktop.core.gpu import GpuProbe
 from ryx_desktop.core.ports import Clock, ContainerRuntime, HealthProbe, HostFacts, SleepControl
 from ryx_desktop.core.readiness import GpuStartGate
 from ryx_desktop.core.routing import resolve_model
@@ -59,6 +60,7 @@ class Supervisor(Watching):
         drain_timeout: float = 30.0,
         sleep_control: SleepControl | None = None,
         host_facts: HostFacts | None = None,
+        gpu_probe: GpuProbe | None = None,
     ) -> None:
         """``probe_interval``: between probes of running models. While a model starts, it is
         probed every ``ready_poll_interval`` (vLLM refuses connections until it is up, cheaply)
@@ -69,6 +71,7 @@ class Supervisor(Watching):
         self._health = health
         self._sleep = sleep_control  # None: no model can sleep (sleep_mode models stop instead)
         self._host = host_facts  # None: host RAM unknown, sleeps to make room are level 2
+        self._gpu_probe = gpu_probe  # None: room is planned on the configured shares
         self._clock = clock
         self._environ = dict(environ or {})
         self._gpu_indices = tuple(gpu_indices)

@@ -26,7 +26,7 @@ from ryx_desktop.app import Engine, build_proxy
 from ryx_desktop.config import Config, save_config
 from ryx_desktop.core.clock import MonotonicClock
 from ryx_desktop.core.errors import DockerUnavailableError
-from ryx_desktop.core.gpu import GpuReading, GpuStatus
+from ryx_desktop.core.gpu import GpuProbe, GpuReading, GpuStatus
 from ryx_desktop.core.ports import Clock, ContainerInfo
 from ryx_desktop.core.states import InstanceState
 from ryx_desktop.core.supervisor import Supervisor
@@ -113,9 +113,17 @@ class Rig:
             gpu_interval=0.05,
         )
 
-    def _engine(self, config: Config, environ: Mapping[str, str], *, clock: Clock) -> Engine:
+    def _engine(
+        self, config: Config, environ: Mapping[str, str], *, clock: Clock, gpu_probe: GpuProbe
+    ) -> Engine:
         supervisor = Supervisor(
-            config, self.runtime, self.health, clock, environ=environ, probe_interval=0.05
+            config,
+            self.runtime,
+            self.health,
+            clock,
+            environ=environ,
+            probe_interval=0.05,
+            gpu_probe=gpu_probe,
         )
         # Engine's fields name the real adapters; the fakes have the same methods.
         self.engine = Engine(config, self.runtime, self.health, supervisor)  # type: ignore[arg-type]
