@@ -58,6 +58,7 @@ class Lifecycle(SupervisorBase):
         async with self._slots[key].lock:
             pass  # let a stop that is under way finish first
         self._slots[key].spec_hash = None
+        self._slots[key].sleep_refused = False  # a new container: its vLLM may sleep
         self._set(
             key,
             state=InstanceState.STARTING,

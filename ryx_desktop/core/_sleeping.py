@@ -45,7 +45,9 @@ class Sleeping(Lifecycle):
     def sleep_mode_of(self, key: str) -> bool:
         """Whether model ``key`` runs with vLLM's sleep mode (and ryx-desktop can wake it)."""
         model = self._config.models[key]
-        return isinstance(model, ModelConfig) and model.sleep_mode and self._sleep is not None
+        if not isinstance(model, ModelConfig) or not model.sleep_mode or self._sleep is None:
+            return False
+        return not self._slots[key].sleep_refused
 
     async def sleep(self, name: str, level: int = 1, *, reason: str = "") -> Instance:
         """Put a ready model to sleep at ``level`` (1 or 2), after its requests finish."""
@@ -75,6 +77,7 @@ class Sleeping(Lifecycle):
                 await self._sleep.sleep(inst.url or "", level, api_key_of(self._config, key))
             except RyxError as error:
                 refused = isinstance(error, SleepNotSupportedError)
+                slot.sleep_refused = refused
                 note = "vLLM refused sleep mode" if refused else "could not sleep"
                 self._set(key, state=InstanceState.READY, note=f"{note}: {error.message}")
                 raise

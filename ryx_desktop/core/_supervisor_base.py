@@ -81,6 +81,8 @@ class Slot:
     asleep_since: float | None = None
     # The sleep level a wake under way comes from (for the room it plans).
     waking_from: int | None = None
+    # Its vLLM refused to sleep: plain stop/start until its next start.
+    sleep_refused: bool = False
 
 
 class SupervisorBase:

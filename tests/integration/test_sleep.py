@@ -193,6 +193,7 @@ async def test_a_vllm_without_sleep_routes_keeps_running_and_idle_ttl_stops_it(
     inst = sup.get("s")
     assert inst.state is InstanceState.READY
     assert inst.note.startswith("vLLM refused sleep mode")
+    assert not sup.sleep_mode_of("s")  # remembered: plain stop and start from now on
     clock.offset += 601
     await wait_for(lambda: sup.get("s").state is InstanceState.STOPPED, "idle stop", 20)
     assert sup.get("s").note == "stopped after 600 s idle"
