@@ -6,12 +6,16 @@ one for what is free; brackets above it mark each model's planned budget (its
 ``layout_budgets``) that the widget paints and tests assert on, so no pixel is needed to check
 what is drawn. Without a total (no NVIDIA driver) only the budgets are drawn, as fractions of the
 bar.
+
+A model asleep (vLLM's sleep mode) keeps a small part of its budget: its segment is what it still
+holds, labelled with its sleep level, and its budget is drawn as a plan (dashed, after the awake
+models' budgets), like a stopped model's, since a wake takes it back.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,7 +33,9 @@ from PySide6.QtGui import (
 from PySide6.QtWidgets import QLabel, QToolTip, QVBoxLayout, QWidget
 
 from ryx_desktop.core.gpu import GpuVram, VramReport
+from ryx_desktop.core.states import Instance
 from ryx_desktop.ui.bridge import EngineBridge
+from ryx_desktop.ui.state_text import asleep_level
 
 GIB = 1 << 30
 NOT_AVAILABLE = "N/A"
@@ -82,8 +88,9 @@ class BudgetMark:
     x_start: float
     x_end: float
     row: int
-    running: bool
+    running: bool  # holds its budget now (running and awake)
     colour: str
+    sleep_level: int | None = None  # asleep at this level (its budget is only planned)
 
 
 def format_gib(value: int | None) -> str:
@@ -131,8 +138,18 @@ def _measured(gpu: GpuVram) -> list[tuple[str, str, int]]:
     return [(m.key, m.name or m.key, m.used_bytes) for m in gpu.models if m.used_bytes]
 
 
-def layout_segments(gpu: GpuVram, colours: dict[str, str]) -> list[Segment]:
-    """Models, other processes, then free, left to right; [] when the GPU's total is unknown."""
+def _asleep_words(level: int | None) -> str:
+    return "" if level is None else f" asleep (level {level})"
+
+
+def layout_segments(
+    gpu: GpuVram, colours: dict[str, str], asleep: Mapping[str, int] | None = None
+) -> list[Segment]:
+    """Models, other processes, then free, left to right; [] when the GPU's total is unknown.
+
+    ``asleep`` maps a sleeping model's key to its sleep level: its label says so.
+    """
+    asleep = asleep or {}
     total = gpu.total_bytes
     if not total or total <= 0:
         return []
@@ -148,7 +165,8 @@ def layout_segments(gpu: GpuVram, colours: dict[str, str]) -> list[Segment]:
         x += width
 
     for key, name, used in _measured(gpu):
-        add("model", f"{name} {format_gib(used)}", key, used, colours.get(key, PALETTE[0]))
+        label = f"{name} {format_gib(used)}{_asleep_words(asleep.get(key))}"
+        add("model", label, key, used, colours.get(key, PALETTE[0]))
     other = gpu.other_bytes
     if other:
         add("other", f"other processes {format_gib(other)}", None, other, OTHER_COLOUR)
@@ -160,11 +178,16 @@ def layout_segments(gpu: GpuVram, colours: dict[str, str]) -> list[Segment]:
     return out
 
 
-def layout_budgets(gpu: GpuVram, colours: dict[str, str]) -> list[BudgetMark]:
-    """One bracket per model with a budget: measured models first (as on the bar), then the rest."""
-    measured = {key for key, _, _ in _measured(gpu)}
-    ordered = [m for m in gpu.models if m.key in measured]
-    ordered += [m for m in gpu.models if m.key not in measured]
+def layout_budgets(
+    gpu: GpuVram, colours: dict[str, str], asleep: Mapping[str, int] | None = None
+) -> list[BudgetMark]:
+    """One bracket per model with a budget: awake measured models first (as on the bar), then
+    the rest. A sleeping model (``asleep``: key to level) holds only a little of its budget, so
+    its bracket is a plan like a stopped model's, not stacked with the budgets held now."""
+    asleep = asleep or {}
+    holding = {key for key, _, _ in _measured(gpu) if key not in asleep}
+    ordered = [m for m in gpu.models if m.key in holding]
+    ordered += [m for m in gpu.models if m.key not in holding]
     total = gpu.total_bytes if gpu.total_bytes and gpu.total_bytes > 0 else None
     out: list[BudgetMark] = []
     x, row = 0.0, 0
@@ -178,10 +201,13 @@ def layout_budgets(gpu: GpuVram, colours: dict[str, str]) -> list[BudgetMark]:
         label = f"{model.name or model.key}: planned {fraction:.0%}"
         if planned is not None:
             label += f" ({format_gib(planned)})"
+        level = asleep.get(model.key)
+        label += f", {_asleep_words(level).strip()}" if level is not None else ""
         colour = colours.get(model.key, PALETTE[0])
+        holds = model.running and level is None
         out.append(
             BudgetMark(
-                model.key, label, fraction, planned, x, x + fraction, row, model.running, colour
+                model.key, label, fraction, planned, x, x + fraction, row, holds, colour, level
             )
         )
         x += fraction
@@ -198,6 +224,7 @@ class GpuGauge(QWidget):
     def __init__(self, gpu: GpuVram | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._gpu: GpuVram | None = None
+        self._asleep: dict[str, int] = {}
         self._colours: dict[str, str] = {}
         if gpu is not None:
             self.set_gpu(gpu)
@@ -206,11 +233,14 @@ class GpuGauge(QWidget):
     def gpu(self) -> GpuVram | None:
         return self._gpu
 
-    def set_gpu(self, gpu: GpuVram) -> None:
-        if gpu == self._gpu:
+    def set_gpu(self, gpu: GpuVram, asleep: Mapping[str, int] | None = None) -> None:
+        """Show ``gpu``; ``asleep`` maps the keys of sleeping models to their sleep level."""
+        asleep = dict(asleep or {})
+        if gpu == self._gpu and asleep == self._asleep:
             return
         lanes_before = self._lanes()
         self._gpu = gpu
+        self._asleep = asleep
         self._colours = model_colours(m.key for m in gpu.models)
         self.setAccessibleName(gpu_title(gpu))
         self.setAccessibleDescription(gpu_summary(gpu))
@@ -224,10 +254,14 @@ class GpuGauge(QWidget):
         return self._colours.get(key, PALETTE[0])
 
     def segments(self) -> list[Segment]:
-        return layout_segments(self._gpu, self._colours) if self._gpu is not None else []
+        if self._gpu is None:
+            return []
+        return layout_segments(self._gpu, self._colours, self._asleep)
 
     def budget_marks(self) -> list[BudgetMark]:
-        return layout_budgets(self._gpu, self._colours) if self._gpu is not None else []
+        if self._gpu is None:
+            return []
+        return layout_budgets(self._gpu, self._colours, self._asleep)
 
     def title(self) -> str:
         return gpu_title(self._gpu) if self._gpu is not None else ""
@@ -373,10 +407,19 @@ def _is_dark(colour: str) -> bool:
 
 
 class VramPanel(QWidget):
-    """Every GPU of the latest VRAM report, one ``GpuGauge`` each, with the report's message."""
+    """Every GPU of the latest VRAM report, one ``GpuGauge`` each, with the report's message.
+
+    The models' sleep levels come from the bridge's snapshots (the report has none).
+    """
 
     def __init__(self, bridge: EngineBridge, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self._report: VramReport | None = None
+        self._asleep: dict[str, int] = {}
+        for inst in bridge.instances():
+            level = asleep_level(inst)
+            if level is not None:
+                self._asleep[inst.key] = level
         self._message = QLabel(READING_TEXT, self)
         self._message.setWordWrap(True)
         self._message.setTextFormat(Qt.TextFormat.PlainText)
@@ -386,6 +429,7 @@ class VramPanel(QWidget):
         self._layout.addStretch(1)
         self._gauges: list[GpuGauge] = []
         bridge.vramChanged.connect(self.render_report)
+        bridge.instanceChanged.connect(self._on_instance)
         self.render_report(bridge.vram())
 
     def gauges(self) -> list[GpuGauge]:
@@ -397,6 +441,7 @@ class VramPanel(QWidget):
 
     def render_report(self, report: VramReport | None) -> None:
         """Show ``report`` (None: no report yet)."""
+        self._report = report
         if report is None:
             self._message.setText(READING_TEXT)
             self._message.show()
@@ -422,4 +467,15 @@ class VramPanel(QWidget):
             self._layout.insertWidget(self._layout.count() - 1, gauge)
             self._gauges.append(gauge)
         for gauge, gpu in zip(self._gauges, gpus, strict=True):
-            gauge.set_gpu(gpu)
+            gauge.set_gpu(gpu, self._asleep)
+
+    def _on_instance(self, inst: Instance) -> None:
+        level = asleep_level(inst)
+        if self._asleep.get(inst.key) == level:
+            return
+        if level is None:
+            del self._asleep[inst.key]
+        else:
+            self._asleep[inst.key] = level
+        if self._report is not None:
+            self._set_gauges(self._report.gpus)

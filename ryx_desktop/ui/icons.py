@@ -1,6 +1,7 @@
 """State colours and the tray icon, drawn from a model's state (no image files needed).
 
-Green: ready; amber: starting or stopping (with a progress ring when the load % is known);
+Green: ready; amber: starting, waking or stopping (with a progress ring when the load % is
+known); indigo: asleep (vLLM's sleep mode: the GPU is free, a wake takes about a second);
 red: failed, unhealthy or unreachable; grey: nothing runs.
 """
 
@@ -15,12 +16,13 @@ GREEN = QColor("#2e9e4f")
 AMBER = QColor("#f0a020")
 RED = QColor("#d23c3c")
 GREY = QColor("#8a8f98")
+INDIGO = QColor("#4c5fd5")
 
 _COLOURS: dict[InstanceState, QColor] = {
     InstanceState.READY: GREEN,
     InstanceState.STARTING: AMBER,
     InstanceState.STOPPING: AMBER,
-    InstanceState.SLEEPING: AMBER,
+    InstanceState.SLEEPING: INDIGO,
     InstanceState.UNHEALTHY: RED,
     InstanceState.FAILED: RED,
     InstanceState.UNREACHABLE: RED,

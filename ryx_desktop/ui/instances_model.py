@@ -2,7 +2,9 @@
 
 ``InstancesTableModel`` turns :class:`~ryx_desktop.core.states.Instance` snapshots, the config
 and the latest VRAM report into cells; ``ProgressDelegate`` paints a progress bar in the state
-cell while a model starts (pulling the image, then vLLM's load percent).
+cell while a model starts (pulling the image, then vLLM's load percent) or wakes. A sleeping
+model's state reads ``sleeping (level 1)`` in the sleep colour; its VRAM cell shows what it
+still holds on the GPU.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from ryx_desktop.core.states import Instance, InstanceState, Progress, ProgressP
 from ryx_desktop.core.supervisor import configured_instance
 from ryx_desktop.ui.bridge import EngineBridge
 from ryx_desktop.ui.icons import state_colour, state_pixmap
+from ryx_desktop.ui.state_text import sleep_detail, state_word
 
 #: The load percent (0 to 100) while a model starts, -1 while starting with no figure, else None.
 PROGRESS_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -202,7 +205,7 @@ class InstancesTableModel(QAbstractTableModel):
     def _state_data(self, inst: Instance, role: int) -> Any:
         if role == Qt.ItemDataRole.DecorationRole:
             return state_pixmap(inst.state, size=_DOT_SIZE)
-        if role == Qt.ItemDataRole.ForegroundRole and inst.state is InstanceState.FAILED:
+        if role == Qt.ItemDataRole.ForegroundRole and inst.state in _COLOURED_TEXT:
             return state_colour(inst.state)
         starting = inst.state is InstanceState.STARTING
         if role == PROGRESS_ROLE:
@@ -220,7 +223,7 @@ class InstancesTableModel(QAbstractTableModel):
         model = self._config.models.get(inst.key)
         match column:
             case Column.STATE:
-                return inst.state.value
+                return state_word(inst)
             case Column.NAME:
                 mark = SELECTED_MARK if inst.key == self._selected else ""
                 return f"{mark}{inst.name}"
@@ -263,9 +266,12 @@ class InstancesTableModel(QAbstractTableModel):
 
     def _tooltip(self, inst: Instance, column: Column) -> str | None:
         if column is Column.STATE:
-            parts = [inst.state.value]
+            parts = [state_word(inst)]
+            if inst.state is InstanceState.SLEEPING and inst.sleep_level is not None:
+                parts.append(sleep_detail(inst.sleep_level))
             if inst.state is InstanceState.STARTING and inst.progress is not None:
-                parts.append(progress_text(inst.progress))
+                if inst.progress.phase is not ProgressPhase.WAKE:  # "waking" said it already
+                    parts.append(progress_text(inst.progress))
                 if inst.progress.detail:
                     parts.append(inst.progress.detail)
             if inst.failure is not None:
@@ -323,6 +329,8 @@ class InstancesTableModel(QAbstractTableModel):
             self.dataChanged.emit(self.index(0, column), self.index(len(self._keys) - 1, column))
 
 
+#: States whose text is drawn in the state's colour too (the dot alone is easy to miss).
+_COLOURED_TEXT = frozenset({InstanceState.FAILED, InstanceState.SLEEPING})
 _NUMERIC = frozenset({Column.PORT, Column.BUDGET, Column.VRAM, Column.REQUESTS, Column.UPTIME})
 
 

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import QApplication
 
 from ryx_desktop.config import Config
 from ryx_desktop.core.gpu import VramReport
+from ryx_desktop.core.ports import SleepControl
 from ryx_desktop.core.states import Instance
 from ryx_desktop.core.supervisor import Supervisor
 from ryx_desktop.ui.bridge import EngineBridge
@@ -82,18 +83,27 @@ async def engine_rig(
     models: dict[str, Any],
     *,
     proxy_url: str | None = "http://127.0.0.1:8420/v1",
+    sleep_control: SleepControl | None = None,
     **top: Any,
 ) -> AsyncIterator[EngineRig]:
     """An opened (watching) supervisor over fakes and its bridge; closed after the block.
 
-    ``top`` holds other top-level config keys (``default_model``, ``idle_ttl``, ...).
+    ``top`` holds other top-level config keys (``default_model``, ``idle_ttl``, ...);
+    ``sleep_control`` lets ``sleep_mode`` models sleep (None: none can).
     """
     config = Config.model_validate({"models": models, **top})
     runtime = FakeRuntime()
     health = FakeHealth(runtime)
     clock = VirtualClock()
     supervisor = Supervisor(
-        config, runtime, health, clock, probe_interval=1.0, unhealthy_after=3, drain_timeout=30.0
+        config,
+        runtime,
+        health,
+        clock,
+        probe_interval=1.0,
+        unhealthy_after=3,
+        drain_timeout=30.0,
+        sleep_control=sleep_control,
     )
     vram = VramFeed()
     bridge = EngineBridge(supervisor, runtime, proxy_url=proxy_url, vram_source=vram)

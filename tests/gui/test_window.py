@@ -49,6 +49,10 @@ def enabled(window: ManagerWindow) -> set[str]:
     return {name for name in ACTIONS if window.action(name).isEnabled()}
 
 
+#: Sleep and Wake: never enabled for a model without sleep mode (see test_window_sleep.py).
+SLEEP = {"sleep", "wake"}
+
+
 def test_action_states_follow_the_row() -> None:
     stopped = Instance(key="a", name="a", served_name="a", port=8001)
     ready = Instance(
@@ -95,7 +99,7 @@ def test_start_and_stop_from_the_toolbar(qapp: QApplication) -> None:
                 assert window.windowTitle() == TITLE
                 window.select_model("b")
                 assert window.current_key() == "b"
-                assert enabled(window) == set(ACTIONS) - {"stop", "restart"}
+                assert enabled(window) == set(ACTIONS) - {"stop", "restart"} - SLEEP
                 row = window.model.row_of("b")
                 assert row is not None
                 seen: list[str] = []
@@ -112,13 +116,13 @@ def test_start_and_stop_from_the_toolbar(qapp: QApplication) -> None:
                 assert rig.starts() == ["b"]
                 assert rig.container("b").serving
                 assert seen[0] == "starting" and seen[-1] == "ready"
-                assert enabled(window) == set(ACTIONS) - {"start"}
+                assert enabled(window) == set(ACTIONS) - {"start"} - SLEEP
                 assert "ready" in window.details.toPlainText()
 
                 window.action("stop").trigger()
                 await wait_for(lambda: rig.bridge.instance("b").state is InstanceState.STOPPED, "b")
                 assert rig.runtime.containers == {}
-                assert enabled(window) == set(ACTIONS) - {"stop", "restart"}
+                assert enabled(window) == set(ACTIONS) - {"stop", "restart"} - SLEEP
 
                 # The methods behind the actions return their task.
                 task = window.restart("b")
