@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 Observer = Callable[[Instance], None]
 SelectionObserver = Callable[[str | None], None]
 ConfigObserver = Callable[[Config], None]
+EngineObserver = Callable[[str | None], None]
 
 #: Exit codes of a container that was asked to stop (SIGTERM handled, or 128 + SIGTERM).
 CLEAN_EXIT_CODES = frozenset({0, 143})
@@ -37,6 +38,9 @@ LOG_TAIL = 20
 ANSWER_EXIT_GRACE = 5.0
 #: At most this long (seconds) for an exited container's last log lines to arrive.
 LOG_SETTLE = 2.0
+#: Seconds between tries to reach an unreachable Docker engine: doubling up to the maximum.
+ENGINE_RETRY_FIRST = 1.0
+ENGINE_RETRY_MAX = 30.0
 #: Instance fields that come from the config rather than from what the model is doing.
 STATIC_FIELDS = (
     "name",
@@ -83,6 +87,8 @@ class Slot:
     waking_from: int | None = None
     # Its vLLM refused to sleep: plain stop/start until its next start.
     sleep_refused: bool = False
+    # When its last start failed (clock time), for the proxy's cool-down.
+    failed_at: float | None = None
 
 
 class SupervisorBase:
@@ -107,6 +113,8 @@ class SupervisorBase:
     _slots: dict[str, Slot]
     _events_task: asyncio.Task[None] | None
     _watching: bool
+    _engine_problem: str | None
+    _engine_observers: list[EngineObserver]
 
     def _new_slot(self, key: str) -> Slot:
         slot = Slot(instance=configured_instance(self._config, key))
@@ -129,6 +137,7 @@ class SupervisorBase:
         exit_code = getattr(error, "exit_code", None)
         tail = tuple(getattr(error, "log_tail", ()))
         failure = Failure(error.message, error.hint, exit_code, tail)
+        self._slots[key].failed_at = self._clock.now()
         self._set(key, state=InstanceState.FAILED, failure=failure, progress=None, metrics=None)
 
     def resolve(self, name: str) -> str:
@@ -166,6 +175,18 @@ class SupervisorBase:
             note=note,
             **self._static_fields(key),
         )
+
+    def _set_engine_problem(self, problem: str | None) -> None:
+        """Say whether the Docker engine answers (None) or why not; observers hear changes."""
+        if problem == self._engine_problem:
+            return
+        self._engine_problem = problem
+        if problem is None:
+            log.info("the Docker engine answers again")
+        else:
+            log.warning("the Docker engine is unreachable: %s", problem)
+        for observer in list(self._engine_observers):
+            observer(problem)
 
     def _ensure_monitor(self, key: str) -> None:
         """Probe the running model ``key`` from now on (the watching layer does)."""

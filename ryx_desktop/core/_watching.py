@@ -15,9 +15,15 @@ from typing import Any
 
 from ryx_desktop.config import ModelConfig
 from ryx_desktop.core._sleeping import Sleeping
-from ryx_desktop.core._supervisor_base import CLEAN_EXIT_CODES, cancel_monitor, consume_exception
+from ryx_desktop.core._supervisor_base import (
+    CLEAN_EXIT_CODES,
+    ENGINE_RETRY_FIRST,
+    ENGINE_RETRY_MAX,
+    cancel_monitor,
+    consume_exception,
+)
 from ryx_desktop.core.credentials import api_key_of
-from ryx_desktop.core.errors import RyxError, UnreachableError
+from ryx_desktop.core.errors import DockerError, RyxError, UnreachableError
 from ryx_desktop.core.external import judge_external
 from ryx_desktop.core.failures import exit_error
 from ryx_desktop.core.ports import ContainerInfo, ContainerStatus, RuntimeEvent, RuntimeEventKind
@@ -99,11 +105,47 @@ class Watching(Sleeping):
         slot.start_task.add_done_callback(consume_exception)
 
     async def _follow_events(self) -> None:
-        async for event in self._runtime.events():
+        """Follow Docker's events for as long as the supervisor watches.
+
+        When the engine goes away (its event stream ends, or it does not answer), the
+        supervisor says so (``engine_problem``) and tries again with backoff; once the engine
+        answers, every container is read again, since anything may have happened meanwhile.
+        """
+        delay = ENGINE_RETRY_FIRST
+        while True:
             try:
-                await self._on_event(event)
+                events = self._runtime.events()  # events from now on: none lost while resyncing
+                if self._engine_problem is not None:
+                    await self._resync()
+                    self._set_engine_problem(None)
+                    delay = ENGINE_RETRY_FIRST
+                async for event in events:
+                    try:
+                        await self._on_event(event)
+                    except RyxError as error:
+                        log.warning("while handling %s: %s", event, error)
+                raise DockerError("the Docker engine closed its event stream")
             except RyxError as error:
-                log.warning("while handling %s: %s", event, error)
+                self._set_engine_problem(error.message)
+            await self._clock.sleep(delay)
+            delay = min(delay * 2, ENGINE_RETRY_MAX)
+
+    async def _resync(self) -> None:
+        """Read every container again after the engine was unreachable; adopt what runs."""
+        found = {info.model_key: info for info in await self._runtime.list_models()}
+        for key, slot in self._slots.items():
+            if slot.instance.external:
+                continue
+            info = found.get(key)
+            known = slot.instance.container_id
+            if info is not None and info.status is ContainerStatus.RUNNING:
+                if info.id != known or not slot.instance.running:
+                    await self._adopt(info)
+                continue
+            if info is not None and info.exit_code not in CLEAN_EXIT_CODES:
+                await self._adopt(info)  # exited with a failure: it says why
+            elif known is not None or slot.instance.running:
+                self._mark_stopped(key, "stopped while the Docker engine was unreachable")
 
     async def _on_event(self, event: RuntimeEvent) -> None:
         slot = self._slots.get(event.model_key)

@@ -8,26 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-
-class RyxError(Exception):
-    """Base class: a user-facing failure with a one-line message and a hint."""
-
-    hint: str = ""
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if hint is not None:
-            self.hint = hint
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class ConfigError(RyxError):
-    """The config file cannot be read or does not validate."""
-
-    hint = "Fix the file, then check it with `ryx-desktop config check`."
+# The base and the config's error live in the leaf layer, so that config raises them without
+# importing core; they are re-exported here beside the rest of the family.
+from ryx_desktop.config._errors import ConfigError as ConfigError
+from ryx_desktop.config._errors import RyxError as RyxError
 
 
 class UnknownModelError(RyxError):

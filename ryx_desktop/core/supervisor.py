@@ -18,6 +18,7 @@ from ryx_desktop.config import Config
 from ryx_desktop.core._supervisor_base import (
     CONTAINER_FIELDS,
     ConfigObserver,
+    EngineObserver,
     Observer,
     SelectionObserver,
     Slot,
@@ -28,15 +29,28 @@ from ryx_desktop.core._supervisor_base import (
 )
 from ryx_desktop.core._watching import Watching
 from ryx_desktop.core.credentials import api_key_of
-from ryx_desktop.core.errors import RyxError, StartCancelledError
+from ryx_desktop.core.errors import (
+    DockerError,
+    DockerPermissionError,
+    DockerUnavailableError,
+    RyxError,
+    StartCancelledError,
+)
 from ryx_desktop.core.gpu import GpuProbe
 from ryx_desktop.core.ports import Clock, ContainerRuntime, HealthProbe, HostFacts, SleepControl
 from ryx_desktop.core.readiness import GpuStartGate
 from ryx_desktop.core.routing import resolve_model
 from ryx_desktop.core.spec import build_spec
-from ryx_desktop.core.states import Instance, InstanceState
+from ryx_desktop.core.states import Failure, Instance, InstanceState
 
-__all__ = ["ConfigObserver", "Observer", "SelectionObserver", "Supervisor", "configured_instance"]
+__all__ = [
+    "ConfigObserver",
+    "EngineObserver",
+    "Observer",
+    "SelectionObserver",
+    "Supervisor",
+    "configured_instance",
+]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +105,8 @@ class Supervisor(Watching):
         self._slots: dict[str, Slot] = {key: self._new_slot(key) for key in config.models}
         self._events_task: asyncio.Task[None] | None = None
         self._watching = False
+        self._engine_problem: str | None = None  # why the Docker engine does not answer
+        self._engine_observers: list[EngineObserver] = []
 
     # ---- snapshots -------------------------------------------------------------------------
 
@@ -236,10 +252,33 @@ class Supervisor(Watching):
 
     # ---- lifecycle of the supervisor itself ------------------------------------------------
 
+    @property
+    def engine_problem(self) -> str | None:
+        """Why the Docker engine does not answer now (None: it does)."""
+        return self._engine_problem
+
+    def subscribe_engine(self, observer: EngineObserver) -> Callable[[], None]:
+        """``observer(problem)`` whenever the engine becomes unreachable (a sentence) or
+        answers again (None). Returns the unsubscribe function."""
+        self._engine_observers.append(observer)
+        return lambda: self._engine_observers.remove(observer)
+
     async def open(self, *, watch: bool = True) -> None:
-        """Adopt the containers that run already; with ``watch``, follow events and probe."""
+        """Adopt the containers that run already; with ``watch``, follow events and probe.
+
+        Without ``watch`` an unreachable Docker engine is an error. With it, the supervisor
+        opens anyway, says so (``engine_problem``), and adopts what runs once the engine
+        answers (at login the app may start before the Docker service does).
+        """
         self._watching = watch
-        for info in await self._runtime.list_models():
+        try:
+            found = await self._runtime.list_models()
+        except (DockerUnavailableError, DockerPermissionError, DockerError) as error:
+            if not watch:
+                raise
+            self._set_engine_problem(error.message)
+            found = []
+        for info in found:
             if info.model_key in self._slots:
                 await self._adopt(info)
         if watch:
@@ -301,6 +340,19 @@ class Supervisor(Watching):
         )
 
     start = ensure_ready
+
+    def recent_failure(self, name: str, within: float) -> Failure | None:
+        """The failure of the model's last start when it failed less than ``within`` seconds
+        ago and has not been started since: a client's retry should get it at once rather
+        than start the model again (the openai clients retry a 503 twice by default)."""
+        key = self.resolve(name)
+        slot = self._slots[key]
+        inst = slot.instance
+        if inst.state is not InstanceState.FAILED or slot.failed_at is None:
+            return None
+        if self._clock.now() - slot.failed_at >= within:
+            return None
+        return inst.failure
 
     async def wake(self, name: str) -> Instance:
         """Wake a sleeping model (or start a stopped one); return once it answers."""

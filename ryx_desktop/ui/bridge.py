@@ -40,6 +40,7 @@ class EngineBridge(QObject):
     vramChanged = Signal(object)  # VramReport
     configChanged = Signal(object)  # Config
     commandFailed = Signal(str, str, str)  # model key ("" when none), message, hint
+    engineChanged = Signal(object)  # str | None: why the Docker engine does not answer
 
     def __init__(
         self,
@@ -73,6 +74,7 @@ class EngineBridge(QObject):
             supervisor.subscribe_selection(self.selectionChanged.emit),
             # Every config change, whoever made it (a dialog here, or the control API).
             supervisor.subscribe_config(self.configChanged.emit),
+            supervisor.subscribe_engine(self.engineChanged.emit),
         ]
         if vram_source is not None:
             self._unsubscribe.append(vram_source(self._on_vram))
@@ -99,6 +101,11 @@ class EngineBridge(QObject):
     def set_proxy_url(self, url: str | None) -> None:
         self._proxy_url = url
 
+    @property
+    def engine_problem(self) -> str | None:
+        """Why the Docker engine does not answer now (None: it does)."""
+        return self._supervisor.engine_problem
+
     def instances(self) -> list[Instance]:
         return self._supervisor.instances()
 
@@ -107,6 +114,16 @@ class EngineBridge(QObject):
 
     def selected(self) -> str | None:
         return self._supervisor.selected
+
+    def sleep_mode_of(self, key: str) -> bool:
+        """Whether model ``key`` runs with vLLM's sleep mode, so it can be put to sleep and woken.
+
+        False for an external model, an unknown key, or an engine with no way to sleep models.
+        """
+        try:
+            return self._supervisor.sleep_mode_of(key)
+        except KeyError:
+            return False
 
     def vram(self) -> VramReport | None:
         """The latest VRAM report, or None before the first poll (or without a GPU monitor)."""
@@ -153,6 +170,15 @@ class EngineBridge(QObject):
 
     async def restart(self, key: str) -> Instance | None:
         return await self._command(key, self._supervisor.restart(key))
+
+    async def sleep(self, key: str, level: int = 1) -> Instance | None:
+        """Put a ready sleep-mode model to sleep: level 1 keeps its weights in host RAM, level 2
+        drops them. Its requests finish first."""
+        return await self._command(key, self._supervisor.sleep(key, level))
+
+    async def wake(self, key: str) -> Instance | None:
+        """Wake a sleeping model; returns once it answers again."""
+        return await self._command(key, self._supervisor.wake(key))
 
     async def stop_all(self) -> None:
         await self._command("", self._supervisor.stop_all())

@@ -2,7 +2,8 @@
 
 The icon's colour is the selected model's state (see ``icons.state_icon``); its tooltip names
 the model, its state, the VRAM in use and the proxy URL. The context menu is rebuilt from the
-bridge's live snapshots each time it opens, so it never shows stale states. Commands go down
+bridge's live snapshots each time it opens, so it never shows stale states; a model that runs
+with vLLM's sleep mode gets Sleep (level 1) and Wake beside Start and Stop. Commands go down
 through the bridge as coroutines; the tray itself never waits on the engine.
 """
 
@@ -19,6 +20,9 @@ from ryx_desktop.core.gpu import VramReport
 from ryx_desktop.core.states import Instance, InstanceState
 from ryx_desktop.ui.bridge import EngineBridge
 from ryx_desktop.ui.icons import state_icon
+from ryx_desktop.ui.state_text import asleep_level, load_percent, state_text
+
+__all__ = ["Notification", "TrayIcon", "load_percent", "state_text", "vram_text"]
 
 APP_NAME = "ryx-desktop"
 GIB = 1024**3
@@ -35,20 +39,6 @@ class Notification:
     title: str
     message: str
     warning: bool = False
-
-
-def load_percent(inst: Instance) -> int | None:
-    """The rounded load (or pull) percentage of a starting model; None when nothing tells."""
-    if inst.state is not InstanceState.STARTING or inst.progress is None:
-        return None
-    percent = inst.progress.percent
-    return None if percent is None else round(max(0.0, min(100.0, percent)))
-
-
-def state_text(inst: Instance) -> str:
-    """The state in words, with the load % while starting: ``starting 45 %``."""
-    percent = load_percent(inst)
-    return f"{inst.state.value} {percent} %" if percent is not None else inst.state.value
 
 
 def vram_text(report: VramReport | None) -> str | None:
@@ -88,6 +78,8 @@ class TrayIcon(QObject):
         self._groups: list[QActionGroup] = []
         # The state each model was last seen in: a change of it is what notifications tell.
         self._states: dict[str, InstanceState] = {i.key: i.state for i in bridge.instances()}
+        # The sleep level each model was last seen asleep at (None: awake or on its way).
+        self._asleep: dict[str, int | None] = {i.key: asleep_level(i) for i in bridge.instances()}
         self.notifications: list[Notification] = []
 
         self._tray = QSystemTrayIcon(self)
@@ -102,6 +94,7 @@ class TrayIcon(QObject):
         bridge.vramChanged.connect(self._on_vram)
         bridge.commandFailed.connect(self._on_command_failed)
         bridge.configChanged.connect(self._on_config)
+        bridge.engineChanged.connect(lambda _problem: self.refresh())
         self.refresh()
         self.rebuild_menu()
 
@@ -143,6 +136,10 @@ class TrayIcon(QObject):
         bridge = self._bridge
         instances = bridge.instances()
 
+        if bridge.engine_problem is not None:
+            waiting = self._add(self._menu, "engine-waiting", "Waiting for the Docker engine…")
+            waiting.setToolTip(bridge.engine_problem)
+            waiting.setEnabled(False)
         url = bridge.proxy_url
         if url:
             copy = self._add(self._menu, "copy-proxy-url", f"Copy proxy URL: {url}")
@@ -219,6 +216,14 @@ class TrayIcon(QObject):
         restart = self._add(sub, f"restart:{key}", "Restart")
         restart.setEnabled(inst.running or state is InstanceState.FAILED)
         restart.triggered.connect(lambda: bridge.spawn(bridge.restart(key)))
+        if bridge.sleep_mode_of(key):
+            sleep = self._add(sub, f"sleep:{key}", "Sleep")
+            sleep.setToolTip("Free the GPU; the weights wait in host RAM for a quick wake")
+            sleep.setEnabled(state is InstanceState.READY)
+            sleep.triggered.connect(lambda: bridge.spawn(bridge.sleep(key, 1)))
+            wake = self._add(sub, f"wake:{key}", "Wake")
+            wake.setEnabled(state is InstanceState.SLEEPING)
+            wake.triggered.connect(lambda: bridge.spawn(bridge.wake(key)))
         sub.addSeparator()
         logs = self._add(sub, f"logs:{key}", "Show logs")
         logs.setEnabled(inst.container_id is not None or inst.failure is not None)
@@ -272,6 +277,8 @@ class TrayIcon(QObject):
 
     def _tooltip(self, inst: Instance | None) -> str:
         lines = [APP_NAME]
+        if self._bridge.engine_problem is not None:
+            lines.append("Waiting for the Docker engine")
         lines.append(f"{inst.name}: {state_text(inst)}" if inst else "No model selected")
         vram = vram_text(self._bridge.vram())
         if vram is not None:
@@ -287,6 +294,10 @@ class TrayIcon(QObject):
         self._states[inst.key] = inst.state
         if previous is not None and previous is not inst.state:
             self._notify_transition(previous, inst)
+        was_asleep = self._asleep.get(inst.key)
+        self._asleep[inst.key] = asleep_level(inst)
+        if previous is not None and was_asleep is None and self._asleep[inst.key] is not None:
+            self._notify_asleep(inst)
         if inst.key == self._bridge.selected():
             self._show_state(inst)
 
@@ -323,6 +334,11 @@ class TrayIcon(QObject):
             InstanceState.UNREACHABLE,
         ):
             self._notify(f"{inst.name} is {state.value}", _sentence(inst.note or "no answer"))
+
+    def _notify_asleep(self, inst: Instance) -> None:
+        """Tell what the engine put to sleep on its own (idle, or to make room for another)."""
+        if "idle" in inst.note or "make room" in inst.note:
+            self._notify(f"{inst.name} is asleep", _sentence(inst.note))
 
     def _notify(self, title: str, message: str, *, warning: bool = False) -> None:
         self.notifications.append(Notification(title, message, warning))

@@ -1,9 +1,10 @@
 """The model manager window: every model's state, the VRAM gauges, details and the live log.
 
-Commands go down through the bridge as tasks (``start``, ``stop``, ... return the task, so a
-test can await what a toolbar click set off); state comes up through the bridge's signals. No
-modal dialog blocks the loop: questions and dialogs are opened with ``open()``, and engine
-errors show in a banner at the top of the window.
+Commands go down through the bridge as tasks (``start``, ``stop``, ``sleep``, ... return the
+task, so a test can await what a toolbar click set off); state comes up through the bridge's
+signals. A right click on a row opens the same model actions as a menu, with a level-2 sleep
+("drop weights") besides. No modal dialog blocks the loop: questions and dialogs are opened with
+``open()``, and engine errors show in a banner at the top of the window.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from PySide6.QtCore import QItemSelectionModel, Qt, QTimer, Signal
+from PySide6.QtCore import QItemSelectionModel, QPoint, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -24,6 +25,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QMainWindow,
+    QMenu,
     QSplitter,
     QStyle,
     QTableView,
@@ -50,17 +52,49 @@ from ryx_desktop.ui.instances_model import (
 from ryx_desktop.ui.log_view import Clipboard, LogView
 from ryx_desktop.ui.model_dialog import ModelDialog
 from ryx_desktop.ui.settings import AutostartEntry, SettingsDialog
+from ryx_desktop.ui.state_text import sleep_detail, state_word
 
 TITLE = "ryx-desktop - model manager"
 
 #: Asks the user a yes/no question (title, text) without blocking the loop.
 Confirm = Callable[[str, str], Awaitable[bool]]
 
-ACTIONS = ("start", "stop", "restart", "select", "logs", "add", "edit", "remove", "settings")
+#: The toolbar's actions, left to right.
+ACTIONS = (
+    "start",
+    "stop",
+    "restart",
+    "sleep",
+    "wake",
+    "select",
+    "logs",
+    "add",
+    "edit",
+    "remove",
+    "settings",
+)
+#: The row's right-click menu: the toolbar's model actions and a level-2 sleep (None: a line).
+ROW_MENU = (
+    "start",
+    "stop",
+    "restart",
+    None,
+    "sleep",
+    "sleep-deep",
+    "wake",
+    None,
+    "select",
+    "logs",
+    "edit",
+    "remove",
+)
 _ACTION_TEXT = {
     "start": "Start",
     "stop": "Stop",
     "restart": "Restart",
+    "sleep": "Sleep",
+    "sleep-deep": "Sleep (drop weights)",
+    "wake": "Wake",
     "select": "Select",
     "logs": "Logs",
     "add": "Add",
@@ -72,6 +106,9 @@ _ACTION_TIPS = {
     "start": "Start the model and wait until it is ready",
     "stop": "Stop the model and remove its container",
     "restart": "Stop the model, then start it with the current config",
+    "sleep": "Free the GPU: vLLM keeps the weights in host RAM and wakes in about a second",
+    "sleep-deep": "Free the GPU and host RAM: a wake reloads the weights from disk",
+    "wake": "Wake the sleeping model and wait until it answers",
     "select": "Make this the model that answers requests naming no model",
     "logs": "Show the live log of the model's container",
     "add": "Add a model to the config",
@@ -79,6 +116,12 @@ _ACTION_TIPS = {
     "remove": "Remove the model from the config (stopping it first)",
     "settings": "Proxy, Docker and GPU settings",
 }
+#: The sleep actions' tip on a model that cannot sleep.
+NO_SLEEP_TIP = (
+    "This model does not run with vLLM's sleep mode: set `sleep_mode: true` for it "
+    "(its next start turns it on)"
+)
+_SLEEP_ACTIONS = ("sleep", "sleep-deep")
 _STARTABLE = frozenset({InstanceState.STOPPED, InstanceState.FAILED})
 _RESTARTABLE = frozenset(
     {InstanceState.READY, InstanceState.UNHEALTHY, InstanceState.SLEEPING, InstanceState.FAILED}
@@ -98,8 +141,13 @@ _COLUMN_WIDTHS = {
 }
 
 
-def action_states(inst: Instance | None, selected: str | None) -> dict[str, bool]:
-    """Which toolbar actions apply to ``inst`` (the table's current row, None: no row)."""
+def action_states(
+    inst: Instance | None, selected: str | None, can_sleep: bool = False
+) -> dict[str, bool]:
+    """Which actions apply to ``inst`` (the table's current row, None: no row).
+
+    ``can_sleep``: the model runs with vLLM's sleep mode (Sleep applies once it is ready).
+    """
     row = inst is not None
     managed = inst is not None and not inst.external
     state = inst.state if inst is not None else None
@@ -110,6 +158,9 @@ def action_states(inst: Instance | None, selected: str | None) -> dict[str, bool
         "start": managed and state in _STARTABLE,
         "stop": managed and stoppable,
         "restart": managed and state in _RESTARTABLE,
+        "sleep": managed and can_sleep and state is InstanceState.READY,
+        "sleep-deep": managed and can_sleep and state is InstanceState.READY,
+        "wake": managed and state is InstanceState.SLEEPING,
         "select": row and inst is not None and inst.key != selected,
         "logs": managed,
         "add": True,
@@ -147,8 +198,10 @@ def details_html(inst: Instance | None, selected: str | None) -> str:
         ("Aliases", ", ".join(inst.aliases) or "none"),
         ("Port", str(inst.port) if inst.port is not None else "external"),
         ("URL", inst.url or "none"),
-        ("State", inst.state.value),
+        ("State", state_word(inst)),
     ]
+    if inst.state is InstanceState.SLEEPING and inst.sleep_level is not None:
+        rows.append(("Asleep", sleep_detail(inst.sleep_level)))
     if inst.key == selected:
         rows.append(("Selected", "yes: answers requests that name no model"))
     if inst.state is InstanceState.STARTING:
@@ -251,14 +304,22 @@ class ManagerWindow(QMainWindow):
         self.setCentralWidget(central)
 
         self._actions = self._build_toolbar()
+        self.row_menu = self._build_row_menu()
         self._proxy_label = QLabel(self)
         self._proxy_label.setObjectName("proxy-status")
         self._proxy_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self._rate_label = QLabel("N/A req/s", self)
         self._rate_label.setObjectName("request-rate")
+        self._engine_label = QLabel(self)
+        self._engine_label.setObjectName("engine-status")
+        self._engine_label.setStyleSheet("color: #c0392b;")
+        self.statusBar().addPermanentWidget(self._engine_label)
         self.statusBar().addPermanentWidget(self._proxy_label)
         self.statusBar().addPermanentWidget(self._rate_label)
         self.set_proxy_status(bridge.proxy_url)
+        self._engine_notice = False
+        bridge.engineChanged.connect(self.set_engine_problem)
+        self.set_engine_problem(bridge.engine_problem)
 
         self._ticker = QTimer(self)
         self._ticker.setInterval(1000)
@@ -295,6 +356,8 @@ class ManagerWindow(QMainWindow):
         for column, width in _COLUMN_WIDTHS.items():
             table.setColumnWidth(column, width)
         table.doubleClicked.connect(lambda _index: self.show_logs(self.current_key()))
+        table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        table.customContextMenuRequested.connect(self._open_row_menu)
         return table
 
     def _build_banner(self) -> QFrame:
@@ -324,6 +387,9 @@ class ManagerWindow(QMainWindow):
             "start": self.start,
             "stop": self.stop,
             "restart": self.restart,
+            "sleep": self.sleep,
+            "sleep-deep": lambda: self.sleep(level=2),
+            "wake": self.wake,
             "select": self.select,
             "logs": lambda: self.show_logs(self.current_key()),
             "add": lambda: self.open_model_dialog(None),
@@ -332,21 +398,34 @@ class ManagerWindow(QMainWindow):
             "settings": self.open_settings,
         }
         actions: dict[str, QAction] = {}
-        for name in ACTIONS:
+        for name, handler in handlers.items():
             action = QAction(_ACTION_TEXT[name], self)
             action.setObjectName(name)
             action.setToolTip(_ACTION_TIPS[name])
-            action.triggered.connect(lambda _checked=False, handler=handlers[name]: handler())
-            toolbar.addAction(action)
-            if name in ("select", "logs"):
-                toolbar.addSeparator()
+            action.triggered.connect(lambda _checked=False, handler=handler: handler())
             actions[name] = action
+        for name in ACTIONS:
+            toolbar.addAction(actions[name])
+            if name in ("restart", "wake", "logs"):
+                toolbar.addSeparator()
         return actions
+
+    def _build_row_menu(self) -> QMenu:
+        """The right-click menu of a row; it shares the toolbar's actions (and their states)."""
+        menu = QMenu(self)
+        menu.setObjectName("row-menu")
+        menu.setToolTipsVisible(True)
+        for name in ROW_MENU:
+            if name is None:
+                menu.addSeparator()
+            else:
+                menu.addAction(self._actions[name])
+        return menu
 
     # ---- lookups -------------------------------------------------------------------------------
 
     def action(self, name: str) -> QAction:
-        """The toolbar action called ``name`` (see ``ACTIONS``)."""
+        """The action called ``name`` (see ``ACTIONS`` and ``ROW_MENU``)."""
         return self._actions[name]
 
     def current_key(self) -> str | None:
@@ -395,6 +474,24 @@ class ManagerWindow(QMainWindow):
     def hide_notice(self) -> None:
         self._banner.hide()
 
+    def set_engine_problem(self, problem: str | None) -> None:
+        """Say that the Docker engine does not answer (and why), or that it does again."""
+        if problem is None:
+            self._engine_label.setText("")
+            self._engine_label.hide()
+            if self._engine_notice:
+                self._engine_notice = False
+                self.hide_notice()
+            return
+        self._engine_label.setText("Docker engine unreachable")
+        self._engine_label.setToolTip(problem)
+        self._engine_label.show()
+        self._engine_notice = True
+        self.show_notice(
+            f"Waiting for the Docker engine: {problem}",
+            "ryx-desktop keeps trying and takes over the running models once it answers.",
+        )
+
     def set_proxy_status(self, url: str | None, note: str = "") -> None:
         """Show where the proxy listens, or why it is off."""
         if url is not None:
@@ -426,6 +523,15 @@ class ManagerWindow(QMainWindow):
     def restart(self, key: str | None = None) -> asyncio.Task[Any] | None:
         key = key or self.current_key()
         return self._bridge.spawn(self._bridge.restart(key)) if key else None
+
+    def sleep(self, key: str | None = None, level: int = 1) -> asyncio.Task[Any] | None:
+        """Put the model to sleep: level 1 keeps its weights in host RAM, level 2 drops them."""
+        key = key or self.current_key()
+        return self._bridge.spawn(self._bridge.sleep(key, level)) if key else None
+
+    def wake(self, key: str | None = None) -> asyncio.Task[Any] | None:
+        key = key or self.current_key()
+        return self._bridge.spawn(self._bridge.wake(key)) if key else None
 
     def select(self, key: str | None = None) -> None:
         key = key or self.current_key()
@@ -483,6 +589,15 @@ class ManagerWindow(QMainWindow):
         self.show_notice(f"{key}: {message}" if key and key not in message else message, hint)
         self.statusBar().showMessage(message, 10_000)
 
+    def _open_row_menu(self, pos: QPoint) -> None:
+        index = self.table.indexAt(pos)
+        key = self.model.key_at(index.row()) if index.isValid() else None
+        if key is None:
+            return
+        self.select_model(key)
+        self._refresh()
+        self.row_menu.popup(self.table.viewport().mapToGlobal(pos))
+
     def _on_current_row(self) -> None:
         key = self.current_key()
         self._refresh()
@@ -506,8 +621,13 @@ class ManagerWindow(QMainWindow):
         key = self.current_key()
         inst = self._instance(key)
         selected = self._bridge.selected()
-        for name, enabled in action_states(inst, selected).items():
+        can_sleep = key is not None and self._bridge.sleep_mode_of(key)
+        for name, enabled in action_states(inst, selected, can_sleep).items():
             self._actions[name].setEnabled(enabled)
+        managed = inst is not None and not inst.external
+        for name in _SLEEP_ACTIONS:
+            tip = NO_SLEEP_TIP if managed and not can_sleep else _ACTION_TIPS[name]
+            self._actions[name].setToolTip(tip)
         text = details_html(inst, selected)
         if text != self._details_source:  # setHtml resets the reader's scroll position
             self._details_source = text

@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,7 +27,7 @@ from ryx_desktop.config import Config, save_config
 from ryx_desktop.core.clock import MonotonicClock
 from ryx_desktop.core.errors import DockerUnavailableError
 from ryx_desktop.core.gpu import GpuProbe, GpuReading, GpuStatus
-from ryx_desktop.core.ports import Clock, ContainerInfo
+from ryx_desktop.core.ports import Clock, ContainerInfo, RuntimeEvent
 from ryx_desktop.core.states import InstanceState
 from ryx_desktop.core.supervisor import Supervisor
 from ryx_desktop.desktop import (
@@ -89,8 +89,22 @@ class FixedGpuProbe:
 
 
 class DockerDown(FakeRuntime):
+    """An engine that does not answer until a test sets ``down`` to False."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = True
+
     async def list_models(self) -> list[ContainerInfo]:
-        raise DockerUnavailableError("Docker is not running at unix:///var/run/docker.sock")
+        if self.down:
+            raise DockerUnavailableError("Docker is not running at unix:///var/run/docker.sock")
+        return await super().list_models()
+
+    async def events(self) -> AsyncIterator[RuntimeEvent]:
+        if self.down:
+            raise DockerUnavailableError("Docker is not running at unix:///var/run/docker.sock")
+        async for event in super().events():
+            yield event
 
 
 class Rig:
@@ -359,19 +373,44 @@ def test_an_invalid_config_is_shown_and_exits_2(
     assert rig.engine is None  # nothing was built
 
 
-def test_docker_not_running_is_shown_and_exits_1(
+def test_docker_not_running_at_launch_is_waited_for_then_adopted(
     qapp: QApplication, tmp_path: Path, environ: dict[str, str]
 ) -> None:
+    # "Start at login" races the Docker service: the app starts anyway, says what it waits
+    # for, and takes over what runs once the engine answers.
     config_file = write_config(tmp_path / "config.yaml")
     rig = Rig(docker_up=False)
+    runtime = rig.runtime
+    assert isinstance(runtime, DockerDown)
 
-    code = run_app(qapp, config_file, environ, rig)
+    async def scenario() -> Desktop:
+        desktop = await start_desktop(qapp, config_file, environ, rig.deps)
+        try:
+            notice = desktop.window.notice_text()
+            assert notice.startswith("Waiting for the Docker engine: Docker is not running")
+            assert desktop.tray is not None
+            desktop.tray.rebuild_menu()
+            waiting = desktop.tray.action("engine-waiting")
+            assert waiting is not None and not waiting.isEnabled()
+            assert "Waiting for the Docker engine" in desktop.tray.tray.toolTip()
 
-    assert code == EXIT_FAILURE
-    [(_title, message, hint)] = rig.dialogs.shown
-    assert message.startswith("Docker is not running")
-    assert hint == DockerUnavailableError.hint
-    assert rig.probe.reads == 0  # it stopped before the GPU monitor
+            runtime.add_running(MODEL, 18123, "/models/general", spec_hash=None)
+            runtime.down = False  # the Docker service is up now
+            await wait_for(
+                lambda: desktop.bridge.instance(MODEL).state is InstanceState.READY,
+                "the running model adopted",
+                15,
+            )
+            assert desktop.bridge.engine_problem is None
+            assert desktop.window.notice_text() == ""
+            desktop.tray.rebuild_menu()
+            assert desktop.tray.action("engine-waiting") is None
+        finally:
+            await desktop.shutdown()
+        return desktop
+
+    run_loop(qapp, scenario())
+    assert rig.dialogs.shown == []
 
 
 # ---- shutdown -----------------------------------------------------------------------------
