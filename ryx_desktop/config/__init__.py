@@ -11,6 +11,7 @@ from ryx_desktop.config._schema import (  # noqa: I001  (the schema first: core.
     dotted,
     is_loopback,
 )
+from ryx_desktop.config._api_key import api_key_problem
 from ryx_desktop.config._compose import export_compose, import_compose
 from ryx_desktop.config._defaults import default_config
 from ryx_desktop.config._loader import (
@@ -31,6 +32,7 @@ __all__ = [
     "GpuConfig",
     "ModelConfig",
     "ProxyConfig",
+    "api_key_problem",
     "config_path",
     "default_config",
     "dotted",

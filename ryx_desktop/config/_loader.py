@@ -16,9 +16,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
+from yaml.error import Mark
+from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ryx_desktop.config._defaults import default_config
+from ryx_desktop.config._errors import ConfigError
 from ryx_desktop.config._schema import (
     Config,
     ConfigProblems,
@@ -30,9 +33,18 @@ from ryx_desktop.config._schema import (
     ProxyConfig,
     dotted,
 )
-from ryx_desktop.core.errors import ConfigError
 
 MERGE_TAG = "tag:yaml.org,2002:merge"
+#: How many nodes (keys, values, list items) aliases may repeat in one file, all aliases together.
+#: An alias stands for everything under its anchor, so aliases of lists of aliases grow
+#: exponentially (a 300-byte "billion laughs" holds 387 million values); every later step (the
+#: position walker, validation) visits each repeat. Anchors for shared model settings repeat
+#: a few hundred at most.
+ALIAS_EXPANSION_LIMIT = 100_000
+ALIAS_HINT = (
+    "Write the repeated settings out, or use fewer aliases of lists that hold aliases; "
+    f"a config never needs {ALIAS_EXPANSION_LIMIT:,} repeated values."
+)
 #: The discriminator tags pydantic puts into the ``loc`` of a model entry.
 MODEL_TAGS: dict[str, type[BaseModel]] = {"managed": ModelConfig, "external": ExternalModelConfig}
 SECTIONS: dict[str, type[BaseModel]] = {
@@ -74,8 +86,48 @@ class _DuplicateKeyError(yaml.MarkedYAMLError):
     pass
 
 
+class _AliasBombError(yaml.MarkedYAMLError):
+    pass
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that rejects a key set twice in one mapping (PyYAML keeps the last silently)."""
+    """SafeLoader that rejects a key set twice in one mapping (PyYAML keeps the last silently),
+    and aliases that repeat more than ``ALIAS_EXPANSION_LIMIT`` nodes.
+
+    The composer shares an anchored node between its aliases, so nothing grows while composing;
+    but each alias counts all that its anchor holds, aliases inside it included, and the count is
+    checked as each alias is met: the file is refused before anything walks the expanded tree.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._sizes: dict[Node, int] = {}  # nodes in a finished node's subtree, aliases expanded
+        self._total = 0  # nodes composed so far, aliases expanded
+        self._repeated = 0  # of which repeated by aliases
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        if self.check_event(AliasEvent):
+            mark: Mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            node = super().compose_node(parent, index)
+            # an alias of a node that encloses it (a recursive structure) is not expanded
+            size = self._sizes.get(node, 1) if node is not None else 1
+            self._total += size
+            self._repeated += size
+            if self._repeated > ALIAS_EXPANSION_LIMIT:
+                raise _AliasBombError(
+                    problem=(
+                        "YAML aliases expand too much: with this alias, the file's aliases "
+                        f"repeat more than {ALIAS_EXPANSION_LIMIT:,} keys and values"
+                    ),
+                    problem_mark=mark,
+                )
+            return node
+        before = self._total
+        node = super().compose_node(parent, index)
+        self._total += 1
+        if node is not None:
+            self._sizes[node] = self._total - before
+        return node
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         seen: dict[Any, Node] = {}
@@ -114,6 +166,8 @@ def load_yaml(text: str, source: str) -> tuple[Any, dict[Loc, Position]]:
                 isinstance(node, MappingNode),
             )
             _walk(loader, node, (), positions, set())
+    except _AliasBombError as exc:
+        raise ConfigFileError([_yaml_message(exc, source)], ALIAS_HINT) from exc
     except yaml.MarkedYAMLError as exc:
         raise ConfigFileError([_yaml_message(exc, source)]) from exc
     except yaml.YAMLError as exc:
@@ -127,7 +181,7 @@ def _yaml_message(exc: yaml.MarkedYAMLError, source: str) -> str:
     mark = exc.problem_mark or exc.context_mark
     where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
     what = exc.problem or "invalid YAML"
-    if isinstance(exc, _DuplicateKeyError):
+    if isinstance(exc, _DuplicateKeyError | _AliasBombError):
         return f"{where}: {what}"
     if exc.context and exc.context_mark and exc.context_mark is not mark:
         context = f"{exc.context} on line {exc.context_mark.line + 1}"

@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from ryx_desktop.config._api_key import api_key_problem
 from ryx_desktop.config._paths import default_vllm_cache
 
 #: Fields that only make sense for a model ryx-desktop starts in a container.
@@ -139,6 +140,14 @@ class ProxyConfig(_Strict):
     @classmethod
     def _bare_off(cls, value: object) -> object:
         return "off" if value is False else value  # YAML reads a bare `off` as false
+
+    @field_validator("api_key")
+    @classmethod
+    def _sendable_key(cls, value: str | None) -> str | None:
+        problem = None if value is None else api_key_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _key_when_exposed(self) -> ProxyConfig:
