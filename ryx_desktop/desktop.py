@@ -11,6 +11,12 @@ tray's Quit, the window's close when there is no tray, ``aboutToQuit``, SIGINT/S
 ``Desktop.shutdown`` closes the proxy, the GPU monitor and the engine in that order. Models keep
 running unless the user chose "Stop all and quit".
 
+The config file stays the single source of truth while the app runs: a ``ConfigWatcher`` polls
+it, applies a valid hand edit to the engine (as a save from Settings would), and refuses an
+invalid one, which the window's banner and a tray message show (the app runs on the settings it
+read before). Every save from the app goes through the watcher, which refuses to overwrite a
+change made since the app read the file.
+
 Startup failures the user can meet are shown as a dialog with one sentence and a hint:
 an invalid config exits with 2; an engine that cannot start (Docker not running, no permission
 on its socket) exits with 1, since without Docker there is nothing to show or manage; a proxy
@@ -34,13 +40,21 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QMessageBox, QSystemTrayIcon
 
 from ryx_desktop.adapters.nvml import NvmlGpuProbe
-from ryx_desktop.app import Engine, build_engine, build_proxy, make_config_applier
-from ryx_desktop.config import Config, config_path, load_config
+from ryx_desktop.app import Engine, build_engine, build_proxy
+from ryx_desktop.config import (
+    Config,
+    ConfigWatcher,
+    FileChange,
+    WatchEvent,
+    config_path,
+    read_config,
+)
 from ryx_desktop.core.clock import MonotonicClock
 from ryx_desktop.core.errors import ConfigError, PortInUseError, RyxError
 from ryx_desktop.core.gpu import GpuProbe
 from ryx_desktop.core.gpu_monitor import GpuMonitor
 from ryx_desktop.core.ports import Clock
+from ryx_desktop.core.supervisor import Supervisor
 from ryx_desktop.desktop_entry import DEFAULT_COMMAND, Autostart, exec_line, launch_command
 from ryx_desktop.proxy import ProxyServer
 from ryx_desktop.ui.bridge import EngineBridge
@@ -58,6 +72,8 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 ALREADY_RUNNING = "ryx-desktop is already running; its window was raised."
 NO_TRAY_NOTICE = "No system tray found: ryx-desktop runs in this window; closing it quits."
+#: Added to the hint of a hand edit of the config file that was not loaded.
+KEPT_SETTINGS = "Until then ryx-desktop keeps running on the settings it read before."
 
 
 class Dialogs(Protocol):
@@ -130,6 +146,8 @@ class DesktopDeps:
     gpu_interval: float = 2.0
     #: The ``Exec=`` command a "Start at login" entry runs.
     launch_command: str = DEFAULT_COMMAND
+    #: Seconds between two looks at the config file for hand edits.
+    config_interval: float = 1.0
 
 
 class StartupAborted(Exception):
@@ -175,6 +193,8 @@ class Desktop:
     window: ManagerWindow
     tray: TrayIcon | None
     quit_request: QuitRequest
+    #: The config file: hand edits are loaded from it, and the app's saves go through it.
+    config_watcher: ConfigWatcher
     #: Why the proxy is off ("" while it runs): the status bar shows "Proxy off: <note>".
     proxy_note: str = ""
     #: What shutdown closed, in order (for people reading logs, and for tests).
@@ -207,6 +227,24 @@ class Desktop:
         self.show_window()
         self.window.open_settings()
 
+    def on_config_file(self, event: WatchEvent) -> None:
+        """Say what became of a change of the config file: loaded, or why not (banner, tray)."""
+        problem = event.problem
+        if problem is None:
+            self.window.set_config_problem(None)
+            if event.change is FileChange.RELOADED:
+                self.window.statusBar().showMessage(f"Reloaded {self.config_path}", 10_000)
+            return
+        if event.change is FileChange.REMOVED:
+            title, message, hint = f"{APP_NAME}: config file deleted", problem.message, problem.hint
+        else:
+            title = f"{APP_NAME}: config not reloaded"
+            message = f"Config not reloaded: {problem.message}"
+            hint = f"{problem.hint} {KEPT_SETTINGS}" if problem.hint else KEPT_SETTINGS
+        self.window.set_config_problem(message, hint)
+        if self.tray is not None:
+            self.tray.notify(title, f"{message}\n{hint}", warning=True)
+
     async def shutdown(self, *, stop_all: bool = False) -> None:
         """Stop the models if asked, then close the proxy, the GPU monitor and the engine.
 
@@ -216,6 +254,7 @@ class Desktop:
         if self._shut_down:
             return
         self._shut_down = True
+        await self.config_watcher.close()  # no reload while the engine goes away
         if stop_all:
             QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
             try:
@@ -267,7 +306,9 @@ async def start_desktop(
     deps = deps or DesktopDeps()
     quit_request = quit_request or QuitRequest()
     try:
-        config = load_config(config_file)
+        config, fingerprint = await asyncio.get_running_loop().run_in_executor(
+            None, read_config, config_file
+        )
     except ConfigError as exc:
         await deps.dialogs.error(f"{APP_NAME}: invalid config", _problems(exc), exc.hint)
         raise StartupAborted(EXIT_USAGE) from None
@@ -299,6 +340,12 @@ async def start_desktop(
         if proxy is not None:
             undo.push_async_callback(proxy.close)
 
+        watcher = ConfigWatcher(
+            config_file,
+            fingerprint,
+            _reloader(engine.supervisor),
+            interval=deps.config_interval,
+        )
         desktop = _build_ui(
             app,
             config_file,
@@ -310,7 +357,10 @@ async def start_desktop(
             proxy=proxy,
             proxy_note=proxy_note,
             quit_request=quit_request,
+            watcher=watcher,
         )
+        await watcher.open()
+        undo.push_async_callback(watcher.close)
         undo.pop_all()
     if proxy_error is not None:
         # Not awaited: the app is usable while the dialog is open.
@@ -332,6 +382,7 @@ def _build_ui(
     proxy: ProxyServer | None,
     proxy_note: str,
     quit_request: QuitRequest,
+    watcher: ConfigWatcher,
 ) -> Desktop:
     """The bridge, the window and (when there is a tray) the tray icon, wired together."""
     bridge = EngineBridge(
@@ -340,7 +391,8 @@ def _build_ui(
         proxy_url=proxy.url if proxy is not None else None,
         vram_source=monitor.subscribe,
         requests_total=proxy.metrics.requests_total if proxy is not None else None,
-        apply_config=make_config_applier(engine.supervisor, config_file),
+        # Every save from the app: refused when the file changed since it was read.
+        apply_config=watcher.save,
     )
     clipboard = app.clipboard()
     window = ManagerWindow(
@@ -361,8 +413,10 @@ def _build_ui(
         window=window,
         tray=tray,
         quit_request=quit_request,
+        config_watcher=watcher,
         proxy_note=proxy_note,
     )
+    watcher.subscribe(desktop.on_config_file)
     if tray is not None:
         window.hide_on_close = True
         tray.openManagerRequested.connect(desktop.show_window)
@@ -376,6 +430,16 @@ def _build_ui(
         window.show_notice(NO_TRAY_NOTICE)
         desktop.show_window()
     return desktop
+
+
+def _reloader(supervisor: Supervisor) -> Callable[[Config], Awaitable[None]]:
+    """How a hand edit of the config file is applied: as a save from Settings applies it."""
+
+    async def apply(config: Config) -> None:
+        if config != supervisor.config:  # an edit of comments or layout changes nothing
+            await supervisor.reconfigure(config)
+
+    return apply
 
 
 async def _start_proxy(proxy: ProxyServer) -> tuple[ProxyServer | None, RyxError | None]:

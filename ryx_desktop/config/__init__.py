@@ -14,6 +14,13 @@ from ryx_desktop.config._schema import (  # noqa: I001  (the schema first: core.
 from ryx_desktop.config._api_key import api_key_problem
 from ryx_desktop.config._compose import export_compose, import_compose
 from ryx_desktop.config._defaults import default_config
+from ryx_desktop.config._fingerprint import (
+    MISSING,
+    ConfigChangedError,
+    Fingerprint,
+    fingerprint_of,
+    read_config,
+)
 from ryx_desktop.config._loader import (
     ConfigFileError,
     load_config,
@@ -22,26 +29,35 @@ from ryx_desktop.config._loader import (
 )
 from ryx_desktop.config._paths import config_path
 from ryx_desktop.config._save import dump_config, save_config
+from ryx_desktop.config._watch import ConfigWatcher, FileChange, WatchEvent
 
 __all__ = [
+    "MISSING",
     "AnyModelConfig",
     "Config",
+    "ConfigChangedError",
     "ConfigFileError",
+    "ConfigWatcher",
     "DockerConfig",
     "ExternalModelConfig",
+    "FileChange",
+    "Fingerprint",
     "GpuConfig",
     "ModelConfig",
     "ProxyConfig",
+    "WatchEvent",
     "api_key_problem",
     "config_path",
     "default_config",
     "dotted",
     "dump_config",
     "export_compose",
+    "fingerprint_of",
     "import_compose",
     "is_loopback",
     "load_config",
     "parse_config",
+    "read_config",
     "save_config",
     "validation_problems",
 ]

@@ -1,4 +1,9 @@
-"""Writing the config back: readable YAML, saved atomically, never over a file we cannot read."""
+"""Writing the config back: readable YAML, saved atomically, never over a file we cannot read.
+
+A save may also be told what the file held when the app read it (``expected``): then a file
+edited by hand since is not overwritten (``ConfigChangedError``). The check runs first and again
+just before the new file is renamed into place.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,13 @@ import contextlib
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ryx_desktop.config._fingerprint import Fingerprint, check_unchanged
 from ryx_desktop.config._loader import ConfigFileError
 from ryx_desktop.config._schema import Config, ExternalModelConfig, ModelConfig
 
@@ -121,13 +128,18 @@ def space_out(body: str, section: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_config(config: Config, path: Path) -> None:
-    """Write ``config`` to ``path`` atomically, keeping the file's permissions.
+def save_config(config: Config, path: Path, *, expected: Fingerprint | None = None) -> Fingerprint:
+    """Write ``config`` to ``path`` atomically, keeping the file's permissions; returns the
+    fingerprint of what was written.
 
     Refuses (ConfigError) to replace a file that cannot be read or is not YAML: that file may
-    hold the user's work, and an error is better than losing it.
+    hold the user's work, and an error is better than losing it. With ``expected`` (what the
+    file held when the caller read it), refuses with ``ConfigChangedError`` to replace a file
+    whose content changed since; a file that is gone is written again.
     """
     target = path.resolve() if path.is_symlink() else path
+    if expected is not None:
+        check_unchanged(path, expected)
     mode = NEW_FILE_MODE
     if target.exists():
         try:
@@ -140,29 +152,44 @@ def save_config(config: Config, path: Path) -> None:
                 [f"refusing to overwrite {path}: it could not be read: {first_line}"],
                 hint="Fix or move the file by hand, then save again.",
             ) from exc
-    text = dump_config(config)
+    raw = dump_config(config).encode("utf-8")
+
+    def last_check() -> None:
+        if expected is not None:
+            check_unchanged(path, expected)
+
     try:
-        _write_atomic(target, text, mode)
+        mtime_ns = _write_atomic(target, raw, mode, last_check)
     except OSError as exc:
         raise ConfigFileError([f"cannot save {path}: {exc.strerror or exc}"]) from exc
+    return Fingerprint.of_bytes(raw, mtime_ns)
 
 
-def _write_atomic(target: Path, text: str, mode: int) -> None:
+def _write_atomic(
+    target: Path, raw: bytes, mode: int, before_replace: Callable[[], None] = lambda: None
+) -> int:
+    """Write ``raw`` beside ``target`` and rename it into place; the new file's mtime (ns).
+
+    ``before_replace`` runs just before the rename and may raise to leave ``target`` as it is.
+    """
     parent = target.parent
     parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(raw)
             handle.flush()
             os.fsync(handle.fileno())
+            mtime_ns = os.fstat(handle.fileno()).st_mtime_ns
         os.chmod(tmp_name, mode)
+        before_replace()
         os.replace(tmp_name, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
     _fsync_dir(parent)
+    return mtime_ns
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -187,16 +187,30 @@ def _set_text(label: QLabel, text: str) -> None:
     label.setVisible(bool(text))
 
 
+#: Said when what a dialog edits changed in the config (a hand edit of the file was loaded)
+#: while it was open: its fields were filled from the old settings, so saving them would undo it.
+CHANGED_MEANWHILE = (
+    "These settings changed in the config file while this dialog was open; it shows them "
+    "now. Make your change again, then save."
+)
+
+
 class ConfigDialog(QDialog):
     """A dialog whose Save checks its fields and applies the config, one save at a time.
 
-    Subclasses build their fields, add ``self.buttons`` to their layout and implement
-    ``_submit``; the Save button's slot is a one-line shim over ``submit``, which tests await.
+    Subclasses build their fields (and ``errors``), add ``self.buttons`` to their layout and
+    implement ``_submit``, ``_fill`` and ``_changed``; the Save button's slot is a one-line shim
+    over ``submit``, which tests await. A save never undoes a change of the config made while
+    the dialog was open: when what the dialog edits changed, its fields are filled again from
+    the new config and the user is asked to make the change again.
     """
+
+    errors: FieldErrors
 
     def __init__(self, bridge: EngineBridge, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._bridge = bridge
+        self._base = bridge.config  # what the fields were filled from
         self._busy = False
         self.buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel
@@ -214,10 +228,36 @@ class ConfigDialog(QDialog):
         self._busy = True
         self.buttons.setEnabled(False)
         try:
-            return await self._submit()
+            if self._refill_if_changed():
+                return False
+            saved = await self._submit()
+            if not saved:  # a save refused because the file changed: the change may be loaded
+                self._refill_if_changed(self.errors.text(None))
+            return saved
         finally:
             self._busy = False
             self.buttons.setEnabled(True)
 
+    def _refill_if_changed(self, why: str = "") -> bool:
+        """Fill the fields again when what they edit changed since they were filled; True then.
+
+        ``why`` (the general line's text) is kept above the note that says so.
+        """
+        current = self._bridge.config
+        base, self._base = self._base, current
+        if current is base or not self._changed(base, current):
+            return False
+        self._fill(current)
+        self.errors.show([(None, f"{why}\n{CHANGED_MEANWHILE}" if why else CHANGED_MEANWHILE)])
+        return True
+
     async def _submit(self) -> bool:
+        raise NotImplementedError
+
+    def _fill(self, config: Config) -> None:
+        """Show ``config``'s values in the fields."""
+        raise NotImplementedError
+
+    def _changed(self, before: Config, after: Config) -> bool:
+        """Whether what this dialog edits differs between the two configs."""
         raise NotImplementedError

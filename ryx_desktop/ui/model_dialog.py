@@ -4,7 +4,8 @@ Managed models (a vLLM container ryx-desktop runs) and remote ones (an OpenAI-co
 that already runs at a URL) share the naming fields; a type choice switches between the rest.
 Saving writes the whole config atomically through the bridge and applies it to the running
 engine; when the edited model runs with a container spec that now differs, the user is offered
-a restart.
+a restart. The other models come from the config as it is when Save is pressed; a hand edit of
+the edited model made meanwhile fills the fields again instead of being undone.
 """
 
 from __future__ import annotations
@@ -194,11 +195,19 @@ class ModelDialog(ConfigDialog):
         entry["idle_ttl"] = number_or_text(text["idle_ttl"])
         return entry, unreadable
 
+    def _changed(self, before: Config, after: Config) -> bool:
+        """Whether the edited model differs (a model removed meanwhile is said so on Save)."""
+        key = self._key
+        return (
+            key is not None and key in after.models and before.models.get(key) != after.models[key]
+        )
+
     def _fill(self, config: Config) -> None:
         model = config.models.get(self._key) if self._key is not None else None
         if model is None:
             self.fields["port"].setText(str(_free_port(config)))
             return
+        self.kind.setCurrentIndex(REMOTE if isinstance(model, ExternalModelConfig) else MANAGED)
         self.fields["key"].setText(self._key or "")
         self.fields["name"].setText(model.name or "")
         self.fields["served_name"].setText(model.served_name or "")
@@ -206,7 +215,6 @@ class ModelDialog(ConfigDialog):
         self.fields["category"].setText(model.category)
         self.fields["size"].setText(model.size)
         if isinstance(model, ExternalModelConfig):
-            self.kind.setCurrentIndex(REMOTE)
             self.fields["url"].setText(model.url)
             return
         for field in ("model", "port", "image", "gpu_memory_utilization", "max_model_len"):

@@ -3,7 +3,9 @@
 Like the model dialog it checks the whole candidate config as the config file is checked and
 shows each problem next to its field; saving writes the file atomically through the bridge and
 applies it to the running engine. The proxy's own settings (address, port, key, origins) take
-effect when the proxy restarts, which the dialog says.
+effect when the proxy restarts, which the dialog says. The models come from the config as it is
+when Save is pressed, so a hand edit of a model made meanwhile is kept; a hand edit of these
+settings made meanwhile fills the fields again instead of being undone.
 """
 
 from __future__ import annotations
@@ -101,9 +103,6 @@ class SettingsDialog(ConfigDialog):
 
         general = QFormLayout()
         self.default_model = QComboBox()
-        self.default_model.addItem("(none)", None)
-        for key, model in config.models.items():
-            self.default_model.addItem(f"{model.display_name(key)} ({key})", key)
         general.addRow("Default model", self.errors.wrap("default_model", self.default_model))
         self._line(general, "idle_ttl", "Idle timeout (s)", "empty: models are never stopped")
         self.start_at_login = QCheckBox("Start ryx-desktop when I log in")
@@ -123,6 +122,7 @@ class SettingsDialog(ConfigDialog):
         layout.addWidget(self.errors.general)
         layout.addWidget(self.buttons)
         self._fill(config)
+        self.start_at_login.setChecked(self._autostart_was)
 
     # ---- saving -----------------------------------------------------------------------------
 
@@ -213,9 +213,16 @@ class SettingsDialog(ConfigDialog):
         self.origins.setPlainText("\n".join(config.proxy.allowed_origins))
         self.auto_start.setChecked(config.proxy.auto_start)
         self.policy.setCurrentIndex(max(0, self.policy.findData(config.gpu.policy)))
+        self.default_model.clear()
+        self.default_model.addItem("(none)", None)
+        for key, model in config.models.items():
+            self.default_model.addItem(f"{model.display_name(key)} ({key})", key)
         default = resolve_model(config, config.default_model) if config.default_model else None
         self.default_model.setCurrentIndex(max(0, self.default_model.findData(default)))
-        self.start_at_login.setChecked(self._autostart_was)
+
+    def _changed(self, before: Config, after: Config) -> bool:
+        """Whether a setting of this dialog differs (the models are not edited here)."""
+        return _settings_of(before) != _settings_of(after)
 
     def _line(self, form: QFormLayout, field: str, label: str, placeholder: str) -> None:
         edit = QLineEdit()
@@ -223,3 +230,8 @@ class SettingsDialog(ConfigDialog):
         edit.setPlaceholderText(placeholder)
         self.fields[field] = edit
         form.addRow(label, self.errors.wrap(field, edit))
+
+
+def _settings_of(config: Config) -> Config:
+    """``config`` without its models: what the settings dialog shows."""
+    return config.model_copy(update={"models": {}})

@@ -121,6 +121,10 @@ class TrayIcon(QObject):
         """The menu's action called ``name`` (its objectName, e.g. ``start:<key>``) right now."""
         return self._actions.get(name)
 
+    def notify(self, title: str, message: str, *, warning: bool = False) -> None:
+        """Show a message from the tray (what the app itself has to say, e.g. a config problem)."""
+        self._notify(title, message, warning=warning)
+
     def refresh(self) -> None:
         """Redraw the icon and tooltip from the live state (e.g. after the proxy URL changed)."""
         self._show_state(self._selected_instance())

@@ -318,6 +318,10 @@ class ManagerWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self._rate_label)
         self.set_proxy_status(bridge.proxy_url)
         self._engine_notice = False
+        # What the banner says: the latest notice, and beneath it a config file problem while
+        # there is one (each as text, hint).
+        self._main_notice: tuple[str, str] | None = None
+        self._config_problem: tuple[str, str] | None = None
         bridge.engineChanged.connect(self.set_engine_problem)
         self.set_engine_problem(bridge.engine_problem)
 
@@ -370,7 +374,7 @@ class ManagerWindow(QMainWindow):
         dismiss.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_TitleBarCloseButton))
         dismiss.setAutoRaise(True)
         dismiss.setToolTip("Dismiss")
-        dismiss.clicked.connect(banner.hide)
+        dismiss.clicked.connect(self._dismiss_notice)
         row = QHBoxLayout(banner)
         row.setContentsMargins(8, 4, 4, 4)
         row.addWidget(self._notice, 1)
@@ -467,12 +471,33 @@ class ManagerWindow(QMainWindow):
         self.log_view.text_edit.setFocus()
 
     def show_notice(self, text: str, hint: str = "") -> None:
-        """Show ``text`` (and ``hint``) in the banner at the top until dismissed."""
-        self._notice.setText(f"{text}\n{hint}" if hint else text)
-        self._banner.show()
+        """Show ``text`` (and ``hint``) in the banner at the top until dismissed.
+
+        A config file problem stays beneath it while there is one.
+        """
+        self._main_notice = (text, hint)
+        self._show_notices()
 
     def hide_notice(self) -> None:
+        """Hide the latest notice (a config file problem stays while there is one)."""
+        self._main_notice = None
+        self._show_notices()
+
+    def _dismiss_notice(self) -> None:
+        """The banner's close button: the notices shown now are not shown again."""
+        self._main_notice = None
         self._banner.hide()
+
+    def _show_notices(self) -> None:
+        shown = [
+            f"{text}\n{hint}" if hint else text
+            for text, hint in filter(None, (self._main_notice, self._config_problem))
+        ]
+        if not shown:
+            self._banner.hide()
+            return
+        self._notice.setText("\n".join(shown))
+        self._banner.show()
 
     def set_engine_problem(self, problem: str | None) -> None:
         """Say that the Docker engine does not answer (and why), or that it does again."""
@@ -491,6 +516,16 @@ class ManagerWindow(QMainWindow):
             f"Waiting for the Docker engine: {problem}",
             "ryx-desktop keeps trying and takes over the running models once it answers.",
         )
+
+    def set_config_problem(self, problem: str | None, hint: str = "") -> None:
+        """Say why the config file's latest content is not in effect, or that it is (None).
+
+        The problem stays in the banner, beneath any later notice, until it is over.
+        """
+        if problem is None and self._config_problem is None:
+            return
+        self._config_problem = (problem, hint) if problem is not None else None
+        self._show_notices()
 
     def set_proxy_status(self, url: str | None, note: str = "") -> None:
         """Show where the proxy listens, or why it is off."""
