@@ -7,12 +7,14 @@ whole. No checks, no model rewrite, no metrics: it is the floor that a real prox
 libraries is compared with.
 
 Run it with ``python -m bench.bare_proxy --port P --upstream http://127.0.0.1:U``; it stops on
-SIGTERM or SIGINT.
+SIGTERM or SIGINT. ``--uvloop`` runs it on uvloop (as ``ryx-desktop serve`` runs where uvloop is
+installed) instead of asyncio's own loop.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
@@ -86,7 +88,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True, help="e.g. http://127.0.0.1:8001")
+    parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
     args = parser.parse_args(argv)
+    loop: asyncio.AbstractEventLoop | None = None
+    if args.uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            raise SystemExit("--uvloop: uvloop is not installed (pip install uvloop)") from None
+        loop = uvloop.new_event_loop()
     web.run_app(
         make_app(args.upstream),
         host=args.host,
@@ -94,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         access_log=None,
         print=None,
         handle_signals=True,
+        loop=loop,
     )
 
 

@@ -1,6 +1,6 @@
 """Run the benchmark: the same workloads directly, through ``ryx-desktop serve`` and the bare proxy.
 
-``python -m bench.run [--quick] [--rounds R] [--proxy ryx|bare|both] [--pin] [--wait-quiet S]``
+``python -m bench.run [--quick] [--rounds R] [--proxy NAME] [--pin] [--wait-quiet S]``
 
 It starts ``bench.upstream``, ``ryx-desktop serve`` (with a temporary config that proxies the
 upstream as an external model) and ``bench.bare_proxy`` as subprocesses, then for every round and
@@ -12,6 +12,11 @@ so that every event reaches the proxy on its own, as model output does.
 
 Ratios and added times are medians of the per-round values (each round's proxied run against the
 same round's direct run), not ratios of medians.
+
+The proxies (``--proxy``, repeatable): ``ryx`` is ``serve`` as users run it (on uvloop where that
+is installed), ``ryx-asyncio`` the same on asyncio's own loop (``RYX_EVENT_LOOP=asyncio``),
+``bare`` the reference proxy on asyncio's loop and ``bare-uvloop`` on uvloop; ``both`` (the
+default) is ryx and bare, ``all`` all four.
 
 CPU time of a process is ``utime + stime`` from ``/proc/<pid>/stat`` (all its threads, plus any
 child processes alive at both samples), read right before and right after each timed window, in
@@ -51,6 +56,10 @@ STREAM_64 = "stream 256 c=64"
 STREAM_PACED = "stream 256 c=64 paced"
 PACED_MS = 2.0  # between two events of one paced stream: 64 streams make 32,000 events/s
 NOISE_CPUS = 0.1  # other work on the machine above which a run counts as noisy
+PROXIES = ("ryx", "ryx-asyncio", "bare", "bare-uvloop")
+PROXY_SETS = {"both": ["ryx", "bare"], "all": list(PROXIES), **{p: [p] for p in PROXIES}}
+#: Pairs compared round by round when both ran: (proxy, against).
+VERSUS = (("ryx", "bare"), ("ryx", "bare-uvloop"), ("ryx", "ryx-asyncio"))
 
 # The targets the proxy must meet.
 MAX_ADDED_LATENCY_MS = 0.6  # p50, non-streaming, one client
@@ -134,6 +143,7 @@ class Service:
     port: int
     log: Path
     cpus: set[int] | None = None
+    env: dict[str, str] | None = None  # added to this process's environment
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -151,7 +161,12 @@ class Service:
             argv = ["taskset", "-c", ",".join(map(str, sorted(self.cpus))), *argv]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=ROOT,
+                env={**os.environ, **self.env} if self.env else None,
             )
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
@@ -227,16 +242,21 @@ def services(
     started: dict[str, Service] = {}
     for name in proxies:
         port = free_port()
-        if name == "ryx":
-            config = workdir / "ryx.yaml"
+        env = None
+        if name.startswith("ryx"):
+            config = workdir / f"{name}.yaml"
             ryx_config(config, port, upstream.url)
             exe = str(Path(python).with_name("ryx-desktop"))
             argv = [exe, "serve", "--config", str(config), "--host", "127.0.0.1"]
             argv += ["--port", str(port)]
+            env = {"RYX_EVENT_LOOP": "asyncio" if name == "ryx-asyncio" else "uvloop"}
         else:
             argv = [python, "-m", "bench.bare_proxy", "--port", str(port)]
             argv += ["--upstream", upstream.url]
-        started[name] = Service(name, argv, port, workdir / f"{name}.log", {1} if pin else None)
+            if name == "bare-uvloop":
+                argv.append("--uvloop")
+        cpus = {1} if pin else None
+        started[name] = Service(name, argv, port, workdir / f"{name}.log", cpus, env)
     everything = [upstream, *started.values()]
     try:
         for service in everything:
@@ -582,28 +602,30 @@ def verdicts(table: Table, wls: list[Workload], proxies: list[str]) -> list[str]
             "note: the bare reference fails a target in this harness too, so that target is not "
             "reachable here as calibrated (see bench/README.md)"
         )
-    if "ryx" in proxies and "bare" in proxies:
+    for mine, theirs in VERSUS:
+        if mine not in proxies or theirs not in proxies:
+            continue
         parts: list[str] = []
         if one is not None:
-            rounds = per_round(table, one, "ryx", p50_ms, "add", base="bare")
+            rounds = per_round(table, one, mine, p50_ms, "add", base=theirs)
             parts.append(
                 f"latency p50 at {one.name} {_fmt(_median(rounds), sign='+')} ms{_range(rounds, 3)}"
             )
         if many is not None:
-            rounds = per_round(table, many, "ryx", rps, "ratio", base="bare")
+            rounds = per_round(table, many, mine, rps, "ratio", base=theirs)
             parts.append(
                 f"requests/s at {many.name} {_fmt(_median(rounds), 2)}x{_range(rounds, 2)}"
             )
         if stream is not None:
-            ryx, bare = (
-                cpu_rounds(table, stream, "ryx", "chunk"),
-                cpu_rounds(table, stream, "bare", "chunk"),
+            a, b = (
+                cpu_rounds(table, stream, mine, "chunk"),
+                cpu_rounds(table, stream, theirs, "chunk"),
             )
-            rounds = [r / b for r, b in zip(ryx, bare, strict=False) if b]
+            rounds = [x / y for x, y in zip(a, b, strict=False) if y]
             parts.append(
                 f"CPU per chunk at {stream.name} {_fmt(_median(rounds), 2)}x{_range(rounds, 2)}"
             )
-        out.append("ryx against bare, same rounds: " + "; ".join(parts))
+        out.append(f"{mine} against {theirs}, same rounds: " + "; ".join(parts))
     return out
 
 
@@ -616,7 +638,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="2 short rounds (~40 s)")
     parser.add_argument("--rounds", type=int, default=None, help="default 5, or 2 with --quick")
     parser.add_argument("--duration", type=float, default=None, help="seconds per run")
-    parser.add_argument("--proxy", choices=["ryx", "bare", "both"], default="both")
+    parser.add_argument(
+        "--proxy",
+        action="append",
+        choices=sorted(PROXY_SETS),
+        help="which proxies run next to direct (repeatable; default both: ryx and bare; "
+        "all: ryx, ryx-asyncio, bare, bare-uvloop)",
+    )
     parser.add_argument(
         "--pin",
         action="store_true",
@@ -647,10 +675,13 @@ def main(argv: list[str] | None = None) -> None:
         if not wls:
             raise SystemExit(f"no workload named {args.workload}")
 
-    proxies = ["ryx", "bare"] if args.proxy == "both" else [args.proxy]
-    if "ryx" in proxies and not ryx_available():
+    proxies: list[str] = []
+    for chosen in args.proxy or ["both"]:
+        proxies += [p for p in PROXY_SETS[chosen] if p not in proxies]
+    proxies.sort(key=PROXIES.index)
+    if any(p.startswith("ryx") for p in proxies) and not ryx_available():
         print("note: `ryx-desktop serve` is not there (yet); running without it", file=sys.stderr)
-        proxies.remove("ryx")
+        proxies = [p for p in proxies if not p.startswith("ryx")]
     if args.pin:
         if shutil.which("taskset") is None or len(os.sched_getaffinity(0)) < 2:
             raise SystemExit("--pin needs taskset and two CPUs")

@@ -17,7 +17,10 @@ While the probe runs, the app
 * polls the GPU every 0.5 s through ``NvmlGpuProbe``: on the real driver when ``nvidia-smi``
   works, else on the fake ``pynvml`` module of the tests (one GPU with processes);
 * proxies 32 concurrent streams from ``bench.upstream`` (``bench.load``'s raw client, in this
-  process), burst (as fast as the upstream writes) and paced (one event every 10 ms per stream).
+  process), burst (as fast as the upstream writes) and paced (one event every 10 ms per stream);
+* proxies large requests: one client sending a 23 MiB chat body (700k messages) again and again,
+  naming the model by its key, so that the proxy rewrites ``model`` (parsing that much JSON on
+  the loop froze it for 300-750 ms).
 
 The same loads also run through ``ryx-desktop serve`` (same upstream, external model), one after
 the other with the app's run of each round (the order alternates between rounds), to compare
@@ -67,6 +70,7 @@ CHURN_MODEL = "stall-churn"
 STREAMS = 32
 MAX_TOKENS = 256
 PACED_MS = 10.0
+LARGE_MESSAGES = 700_000
 CHILD_TIMEOUT = 120.0
 
 # The targets.
@@ -360,12 +364,12 @@ def _engine_factory(runtime: str, upstream: str) -> Any:
 
     if runtime == "docker":
 
-        def real(config: Any, environ: Mapping[str, str], *, clock: Any) -> Engine:
-            return build_engine(config, environ, clock=clock)
+        def real(config: Any, environ: Mapping[str, str], *, clock: Any, gpu_probe: Any) -> Engine:
+            return build_engine(config, environ, clock=clock, gpu_probe=gpu_probe)
 
         return real
 
-    def fake(config: Any, environ: Mapping[str, str], *, clock: Any) -> Engine:
+    def fake(config: Any, environ: Mapping[str, str], *, clock: Any, gpu_probe: Any) -> Engine:
         from ryx_desktop.core.supervisor import Supervisor
         from tests.support.fakes import FakeHealth, FakeRuntime
 
@@ -373,7 +377,9 @@ def _engine_factory(runtime: str, upstream: str) -> Any:
         fake_runtime.live_logs = True
         health = FakeHealth(fake_runtime)
         health.external_up.add(upstream)
-        supervisor = Supervisor(config, fake_runtime, health, clock, environ=environ)
+        supervisor = Supervisor(
+            config, fake_runtime, health, clock, environ=environ, gpu_probe=gpu_probe
+        )
         engine: Any = Engine(config, fake_runtime, health, supervisor)  # type: ignore[arg-type]
         return engine  # type: ignore[no-any-return]
 
@@ -572,15 +578,33 @@ class Results:
         return [w for w in self.windows if w.workload == workload and w.target == target]
 
 
+@dataclass(frozen=True)
+class LargeBody(Workload):
+    """A chat body of ``messages`` short messages (700k: about 23 MiB)."""
+
+    messages: int = LARGE_MESSAGES
+
+    def body(self) -> bytes:
+        body = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": "hello"}] * self.messages,
+            "max_tokens": self.max_tokens,
+        }
+        return json.dumps(body, separators=(",", ":")).encode()
+
+
 def workloads(duration: float, warmup: float) -> list[Workload]:
     def stream(name: str, interval_ms: float) -> Workload:
         return Workload(
             name, True, MAX_TOKENS, STREAMS, duration, None, warmup, SERVED_NAME, interval_ms
         )
 
+    # By the model's key ("bench"), not its served name: the proxy rewrites ``model``.
+    large = LargeBody("json 23 MiB c=1", False, 16, 1, duration, None, warmup, "bench")
     return [
         stream(f"stream {MAX_TOKENS} c={STREAMS}", 0.0),
         stream(f"stream {MAX_TOKENS} c={STREAMS} paced {PACED_MS:g} ms", PACED_MS),
+        large,
     ]
 
 
@@ -691,6 +715,8 @@ def verdicts(results: Results, wls: list[Workload]) -> list[str]:
             f"(during {other[1]}; main thread CPU in that gap {other[3]:.1f} ms)"
         )
     for wl in wls:
+        if not wl.stream:  # the large body: only its stall counts
+            continue
         app_runs, serve_runs = results.of(wl.name, "app"), results.of(wl.name, "serve")
         ratios = [
             a.result.chunks_per_s / s.result.chunks_per_s

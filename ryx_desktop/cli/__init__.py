@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Sequence
 
 from ryx_desktop import __version__
-from ryx_desktop.cli import _commands, _desktop_entry
+from ryx_desktop.cli import _commands, _desktop_entry, _serve
 from ryx_desktop.core.errors import ConfigError, RyxError, UnknownModelError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -100,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _desktop(getattr(args, "config", None))
         if args.command == "desktop-entry":
             return _desktop_entry.run(args, os.environ)
+        if args.command == "serve":  # on uvloop where installed
+            return _serve.run(_commands.run(args, os.environ), os.environ)
         return asyncio.run(_commands.run(args, os.environ))
     except KeyboardInterrupt:
         return 130

@@ -2,6 +2,11 @@
 
 One log line per state change on stderr. Stopping closes the proxy (requests in flight get a
 moment to finish, streams still running are ended cleanly) and leaves the models running.
+
+It runs on uvloop where that is installed (a dependency on Linux): the same proxy serves about
+a third more requests per second on it than on asyncio's own loop. ``RYX_EVENT_LOOP=asyncio``
+keeps asyncio's loop (to compare, or to rule uvloop out). Only ``serve`` changes loops: the
+desktop app runs on Qt's (qasync) and the other commands on asyncio's.
 """
 
 from __future__ import annotations
@@ -11,8 +16,8 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Mapping
-from typing import TextIO
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, TextIO
 
 from ryx_desktop.adapters.nvml import NvmlGpuProbe
 from ryx_desktop.app import build_engine, build_proxy
@@ -53,6 +58,28 @@ class StateLog:
         print(f"{stamp} {inst.key}: {inst.state.value}{detail}", file=self._out, flush=True)
 
 
+def loop_factory(environ: Mapping[str, str]) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's ``new_event_loop`` when it is installed and not turned off; None: asyncio's."""
+    if environ.get("RYX_EVENT_LOOP", "").strip().lower() == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def run(main: Coroutine[Any, Any, int], environ: Mapping[str, str]) -> int:
+    """``asyncio.run(main)`` for ``serve``: on the loop :func:`loop_factory` picks."""
+    with asyncio.Runner(loop_factory=loop_factory(environ)) as runner:
+        return runner.run(main)
+
+
+def _loop_name(loop: asyncio.AbstractEventLoop) -> str:
+    kind = type(loop)
+    return "uvloop" if kind.__module__.startswith("uvloop") else f"asyncio ({kind.__name__})"
+
+
 def _configure_logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
@@ -69,6 +96,7 @@ async def serve(
     """Run until a signal arrives; returns the exit code."""
     _configure_logging()
     loop = asyncio.get_running_loop()
+    logging.getLogger("ryx_desktop.cli").info("event loop: %s", _loop_name(loop))
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)

@@ -16,17 +16,23 @@ _TYPES = {
     405: "invalid_request_error",
     408: "invalid_request_error",
     413: "invalid_request_error",
+    414: "invalid_request_error",
     429: "rate_limit_error",
     431: "invalid_request_error",
     500: "server_error",
+    501: "invalid_request_error",
     502: "upstream_error",
     503: "service_unavailable",
     504: "upstream_timeout",
+    505: "invalid_request_error",
 }
 
 
 class ProxyError(Exception):
-    """A request that ends in an error response: status, one sentence, a code, maybe a hint."""
+    """A request that ends in an error response: status, one sentence, a code, maybe a hint.
+
+    ``close``: the connection is closed after the response (its request was not read whole).
+    """
 
     def __init__(
         self,
@@ -36,6 +42,7 @@ class ProxyError(Exception):
         *,
         hint: str = "",
         headers: Mapping[str, str] | None = None,
+        close: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -43,6 +50,7 @@ class ProxyError(Exception):
         self.code = code
         self.hint = hint
         self.headers = dict(headers or {})
+        self.close = close
 
     @property
     def text(self) -> str:

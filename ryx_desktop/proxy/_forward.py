@@ -1,7 +1,8 @@
 """Forwarding a generation request: route it, make its model ready, relay the answer.
 
-The hot path: read and check the body, find the model, rewrite ``model`` only when it differs
-from the served name, and relay the upstream's bytes as they arrive. aiohttp errors are turned
+The hot path: read and check the body (within ``body_timeout``; large bodies are parsed in a
+worker thread, see ``_body``), find the model, rewrite ``model`` only when it differs from the
+served name, and relay the upstream's bytes as they arrive. aiohttp errors are turned
 into :class:`ProxyError` here, once. A client that goes away cancels the handler (aiohttp's
 ``handler_cancellation``), which closes the upstream connection so vLLM aborts the generation.
 """
@@ -10,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aiohttp
@@ -24,6 +27,7 @@ from ryx_desktop.core.errors import RyxError
 from ryx_desktop.core.routing import resolve_model
 from ryx_desktop.core.states import Instance, InstanceState
 from ryx_desktop.core.supervisor import Supervisor
+from ryx_desktop.proxy._body import LARGE_BODY, RequestBody, parse_large, parse_small
 from ryx_desktop.proxy._errors import ProxyError, sse_error
 from ryx_desktop.proxy._loading import LoadingNotes, loading_style
 from ryx_desktop.proxy._metrics import ProxyMetrics
@@ -67,6 +71,8 @@ _RESPONSE_DROPPED = frozenset(
 _READY_STATES = (InstanceState.READY, InstanceState.UNHEALTHY)
 #: Answers up to this size are read whole and sent with a Content-Length; larger ones stream.
 _SMALL_BODY = 1 << 20
+#: Request bodies larger than this are sent from a BytesIO (aiohttp's TOO_LARGE_BYTES_BODY).
+_BYTES_BODY = 1 << 20
 _DONE = b"data: [DONE]"
 
 
@@ -80,17 +86,22 @@ class Forwarder:
         metrics: ProxyMetrics,
         *,
         loading_interval: float,
+        body_timeout: float,
     ) -> None:
         self._config = config
         self._supervisor = supervisor
         self._metrics = metrics
         self._loading_interval = loading_interval
+        self._body_timeout = body_timeout
         self._session: aiohttp.ClientSession | None = None
         self._names = _name_table(supervisor)
         self._unsubscribe_config: Callable[[], None] | None = None
         self._urls: dict[tuple[str, str], URL] = {}
         self._in_flight: dict[str, int] = {}
         self._upstreams: set[aiohttp.ClientResponse] = set()
+        self._starts: set[asyncio.Task[Any]] = set()  # waiting for their model to be ready
+        self._shut: set[asyncio.Task[Any]] = set()  # ...whose wait the shutdown cut
+        self._parser: ThreadPoolExecutor | None = None  # for large bodies
         self._closing = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -110,6 +121,8 @@ class Forwarder:
             timeout=timeout,
             auto_decompress=False,
         )
+        # One thread: parsing holds the GIL, more threads would only take turns.
+        self._parser = ThreadPoolExecutor(1, thread_name_prefix="ryx-proxy-json")
         # Models added, removed or renamed in the settings are routed without a proxy restart.
         self._names = _name_table(self._supervisor)
         self._unsubscribe_config = self._supervisor.subscribe_config(self._rebuild_names)
@@ -118,11 +131,17 @@ class Forwarder:
         self._names = _name_table(self._supervisor)
 
     async def drain(self, grace: float) -> None:
-        """Wait up to ``grace`` seconds for requests in flight, then cut the rest cleanly."""
+        """Wait up to ``grace`` seconds for requests in flight, then cut the rest cleanly: those
+        still waiting for their model (a start, or the first byte of its answer) get a 503,
+        streams whose 200 went out an error event."""
         if not self._idle.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), grace)
         self._closing = True
+        for task in self._starts:
+            self._shut.add(task)
+            task.cancel()
+        self._deadlines.cut_all()
         for upstream in list(self._upstreams):
             upstream.close()
 
@@ -133,18 +152,21 @@ class Forwarder:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._parser is not None:
+            self._parser.shutdown(wait=False, cancel_futures=True)
+            self._parser = None
 
     # ---- the request ------------------------------------------------------------------------
 
     async def forward(self, request: web.BaseRequest, extra: dict[str, str]) -> web.StreamResponse:
-        raw, body = await self._read_json(request)
-        key = self._route(body.get("model"))
+        body = await self._read_json(request)
+        key = self._route(body.model)
         extra["X-Ryx-Model"] = key
         supervisor = self._supervisor
         inst = supervisor.get(key)
-        if body.get("model") != inst.served_name:
-            body["model"] = inst.served_name
-            raw = json.dumps(body).encode()
+        raw = body.raw
+        if body.model != inst.served_name:
+            raw = body.with_model(inst.served_name)
         count = self._in_flight.get(key, 0)
         if count >= self._config.concurrency_limit:
             raise ProxyError(
@@ -159,7 +181,7 @@ class Forwarder:
         self._metrics.forwarding(key, 1)
         supervisor.request_started(key)
         try:
-            stream = body.get("stream") is True
+            stream = body.stream
             if inst.external or inst.state in _READY_STATES:
                 return await self._relay(request, extra, inst, raw, stream, None)
             if stream and self._config.auto_start:
@@ -174,24 +196,31 @@ class Forwarder:
             if left == 0 and not any(self._in_flight.values()):
                 self._idle.set()
 
-    async def _read_json(self, request: web.BaseRequest) -> tuple[bytes, dict[str, Any]]:
+    async def _read_json(self, request: web.BaseRequest) -> RequestBody:
         length = request.content_length
         limit = self._config.max_body_mb * 1024 * 1024
         if length is not None and length > limit:
             raise web.HTTPRequestEntityTooLarge(max_size=int(limit), actual_size=length)
-        raw = await request.read()
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            raise ProxyError(
-                400,
-                "the request body is not valid JSON",
-                "invalid_json",
-                hint="Send a JSON object with Content-Type: application/json",
-            ) from None
-        if type(body) is not dict:
-            raise ProxyError(400, "the request body must be a JSON object", "invalid_body")
-        return raw, body
+        if request.content.is_eof():  # all here already (most bodies): no deadline to arm
+            raw = await request.read()
+        else:
+            try:
+                async with asyncio.timeout(self._body_timeout):
+                    raw = await request.read()
+            except TimeoutError:
+                raise ProxyError(
+                    408,
+                    f"the request body did not arrive within {self._body_timeout:g} s",
+                    "body_timeout",
+                    hint="Send the whole body at once, right after the headers",
+                    close=True,
+                ) from None
+        if len(raw) <= LARGE_BODY:
+            return parse_small(raw)
+        # Parsing 20 MB takes ~300 ms: a worker thread does it while the loop serves others.
+        assert self._parser is not None
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._parser, parse_large, raw)
 
     def _route(self, name: object) -> str:
         if name is None or name == "":
@@ -238,8 +267,15 @@ class Forwarder:
                 hint=f"Start it (ryx-desktop start {key}), or set proxy.auto_start: true",
             )
         timeout = self._config.start_timeout
+        task = asyncio.current_task()
+        assert task is not None
+        self._starts.add(task)  # the shutdown cuts the wait (see drain)
         try:
-            return await asyncio.wait_for(supervisor.ensure_ready(key), timeout)
+            inst = await asyncio.wait_for(supervisor.ensure_ready(key), timeout)
+        except asyncio.CancelledError:
+            if self._was_shut(task):
+                raise _shutting_down() from None
+            raise  # the client left; the start itself goes on
         except TimeoutError:
             state = supervisor.get(key).state.value
             raise ProxyError(
@@ -256,6 +292,18 @@ class Forwarder:
                 message += f" (last log line: {tail[-1].strip()})"
                 hint = f"See the model's log: ryx-desktop logs {key}"
             raise ProxyError(503, message, "model_start_failed", hint=hint) from None
+        finally:
+            self._starts.discard(task)
+        if self._was_shut(task):  # cut as the start ended: the shutdown came first
+            raise _shutting_down()
+        return inst
+
+    def _was_shut(self, task: asyncio.Task[Any]) -> bool:
+        """Whether the shutdown cancelled ``task`` (and nothing else did); undoes that cancel."""
+        if task not in self._shut:
+            return False
+        self._shut.discard(task)
+        return task.uncancel() == 0
 
     async def _relay_after_start(
         self, request: web.BaseRequest, extra: dict[str, str], key: str, raw: bytes
@@ -341,10 +389,18 @@ class Forwarder:
         deadlines = self._deadlines
         task = deadlines.begin()
         try:
-            upstream = await self._session.post(url, data=raw, headers=headers)
+            # aiohttp warns of bytes over 1 MiB (sent whole); a BytesIO goes in 64 KiB pieces.
+            data = raw if len(raw) <= _BYTES_BODY else io.BytesIO(raw)
+            upstream = await self._session.post(url, data=data, headers=headers)
         except BaseException as exc:
             cause = deadlines.end(task, exc)
-            error = _upstream_error(cause, inst, self._config.read_timeout, before_headers=True)
+            error = _upstream_error(
+                cause,
+                inst,
+                self._config.read_timeout,
+                before_headers=True,
+                closing=self._closing,
+            )
             if response is None:
                 raise error from None
             return await self._end_stream(request, response, error, key)
@@ -353,7 +409,7 @@ class Forwarder:
             self._metrics.upstream_headers(key, loop.time() - began)
             if response is None:
                 length = upstream.content_length
-                if length is not None and length <= _SMALL_BODY:
+                if (length is not None and length <= _SMALL_BODY) or _plain_error(upstream):
                     return await self._relay_small(upstream, extra, inst, task)
                 deadlines.end(task)
                 response = web.StreamResponse(
@@ -383,11 +439,24 @@ class Forwarder:
     ) -> web.StreamResponse:
         deadlines = self._deadlines
         try:
-            data = await upstream.read()
+            if upstream.content_length is None:  # a refusal that is not JSON, of unknown length
+                data = await _read_at_most(upstream.content, _SMALL_BODY)
+            else:
+                data = await upstream.read()
         except BaseException as exc:
             cause = deadlines.end(task, exc)
-            raise _upstream_error(cause, inst, self._config.read_timeout) from None
+            raise _upstream_error(
+                cause, inst, self._config.read_timeout, closing=self._closing
+            ) from None
         deadlines.end(task)
+        if _plain_error(upstream):  # a bare text (or HTML) page: said in OpenAI's error shape
+            text = _upstream_message(data.decode("utf-8", "replace"))
+            raise ProxyError(
+                upstream.status,
+                f"{inst.key}'s server answered {upstream.status}: {text}",
+                "upstream_error",
+                hint=f"See the model's log: ryx-desktop logs {inst.key}",
+            )
         self._metrics.request_done(inst.key, upstream.status)
         response = web.Response(
             status=upstream.status, body=data, headers=self._response_headers(upstream, extra)
@@ -523,6 +592,13 @@ class _Deadlines:
             raise exc
         return exc
 
+    def cut_all(self) -> None:
+        """Cut every wait now (the proxy shuts down)."""
+        for task in self._waiting:
+            self._cut.add(task)
+            task.cancel()
+        self._waiting.clear()
+
     def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
         now = loop.time()
         for task, since in list(self._waiting.items()):
@@ -592,6 +668,30 @@ def _name_table(supervisor: Supervisor) -> dict[str, str]:
     return names
 
 
+def _plain_error(upstream: aiohttp.ClientResponse) -> bool:
+    """An error answer whose body is not JSON (OpenAI clients read JSON errors only)."""
+    if upstream.status < 400:
+        return False
+    kind = upstream.content_type
+    return kind != "application/json" and not kind.endswith("+json")
+
+
+async def _read_at_most(content: aiohttp.StreamReader, limit: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await content.read(limit - size)
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts)
+
+
+def _shutting_down() -> ProxyError:
+    return ProxyError(503, "ryx-desktop is shutting down", "shutting_down")
+
+
 def _upstream_message(text: str) -> str:
     try:
         message = json.loads(text)["error"]["message"]
@@ -611,7 +711,7 @@ def _upstream_error(
     """The one place aiohttp's client errors become the proxy's."""
     key, where = inst.key, inst.url
     if closing:
-        return ProxyError(503, "ryx-desktop is shutting down", "shutting_down")
+        return _shutting_down()
     if isinstance(exc, aiohttp.ClientConnectorError):
         return ProxyError(
             502,

@@ -63,6 +63,7 @@ class Guard:
             self._hosts |= frozenset(names)
         self._origins = frozenset(_origin(o) for o in allowed_origins)
         self._bearer = f"Bearer {api_key}".encode() if api_key else None
+        self._key = api_key.encode() if api_key else b""
 
     def check_host(self, headers: CIMultiDictProxy[str]) -> None:
         host = headers.get("Host")
@@ -99,8 +100,14 @@ class Guard:
     def check_key(self, headers: CIMultiDictProxy[str]) -> None:
         if self._bearer is None:
             return
-        given = headers.get("Authorization", "").encode()
-        if not hmac.compare_digest(given, self._bearer):
+        # aiohttp keeps bytes that are not UTF-8 as surrogates: back to those bytes.
+        given = headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+        if hmac.compare_digest(given, self._bearer):
+            return
+        # The scheme is case-insensitive and may be followed by more than one space (RFC 9110
+        # 11.1, 11.4): "bearer KEY" is as good as "Bearer KEY".
+        scheme, _, token = given.partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(token.lstrip(b" "), self._key):
             raise ProxyError(
                 401,
                 "a valid API key is required" if given else "the request has no API key",

@@ -7,6 +7,7 @@ path); every error leaves through :func:`error_response` once, logged once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import logging
@@ -54,9 +55,15 @@ class ProxyServer:
         host: str | None = None,
         port: int | None = None,
         header_timeout: float = 10.0,
+        body_timeout: float = 60.0,
         loading_interval: float = 3.0,
         shutdown_grace: float = 2.0,
     ) -> None:
+        """``header_timeout``: seconds a client has to send a request's headers (then it is
+        dropped); ``body_timeout``: seconds to send the body once the headers are in (then
+        408), like nginx's ``client_body_timeout`` but for the whole body, so that a body
+        trickled a byte at a time cannot hold a connection and its buffer for long;
+        ``shutdown_grace``: what ``close`` gives requests in flight before it cuts them."""
         self._config = config
         self._supervisor = supervisor
         self._host = host if host is not None else config.proxy.host
@@ -70,6 +77,7 @@ class ProxyServer:
             supervisor,
             self.metrics,
             loading_interval=loading_interval,
+            body_timeout=body_timeout,
         )
         self._guard: Guard | None = None
         self._runner: web.ServerRunner | None = None
@@ -108,10 +116,12 @@ class ProxyServer:
                 message, payload, protocol, writer, task, loop, client_max_size=max_body
             )
 
+        metrics = self.metrics
         server = ProxyHttpServer(
             self._handle,
             header_timeout=self._header_timeout,
             request_factory=make_request,
+            on_error=lambda status: metrics.request_done("-", status),
             keepalive_timeout=75.0,
             access_log=None,
         )
@@ -146,7 +156,9 @@ class ProxyServer:
         log.info("proxy listening on %s", self.url)
 
     async def close(self) -> None:
-        """Stop listening, let requests in flight finish (briefly), cut the rest cleanly."""
+        """Stop listening, let requests in flight finish (briefly), cut the rest cleanly: a 503
+        ``shutting_down`` for those still waiting for their model, an SSE error event for
+        streams under way."""
         runner, self._runner = self._runner, None
         if runner is None:
             return
@@ -176,7 +188,10 @@ class ProxyServer:
         try:
             return await self._dispatch(request, extra)
         except ProxyError as error:
-            return self._error(request, error, extra)
+            response = self._error(request, error, extra)
+            if error.close:
+                await _send_and_close(request, response)
+            return response
         except web.HTTPRequestEntityTooLarge:
             limit = self._config.proxy.max_body_mb
             too_large = ProxyError(
@@ -198,6 +213,16 @@ class ProxyServer:
         guard = self._guard
         assert guard is not None
         headers = request.headers
+        if request.version.major != 1:
+            raise ProxyError(
+                505,
+                f"HTTP/{request.version.major}.{request.version.minor} is not supported",
+                "http_version_not_supported",
+                hint="Send HTTP/1.1 (or 1.0) requests",
+                close=True,
+            )
+        if "Transfer-Encoding" in headers:
+            _check_transfer_encoding(headers.getall("Transfer-Encoding"))
         guard.check_host(headers)
         origin = guard.check_origin(headers)
         method = request.method
@@ -315,6 +340,31 @@ class ProxyServer:
             raise ProxyError(404, f"no model is called {name!r}", "model_not_found")
         inst = self._supervisor.get(key)
         return _json(_model_entry(inst, self._supervisor.selected), extra)
+
+
+def _check_transfer_encoding(values: list[str]) -> None:
+    """501 for a body in any transfer coding but plain ``chunked`` (RFC 9112 6.1)."""
+    codings = [coding.strip().lower() for value in values for coding in value.split(",")]
+    if codings != ["chunked"]:
+        raise ProxyError(
+            501,
+            f"the transfer coding {', '.join(codings)!r} is not supported",
+            "transfer_encoding_not_supported",
+            hint="Send the body as is (Content-Length) or with Transfer-Encoding: chunked",
+            close=True,
+        )
+
+
+async def _send_and_close(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """Send ``response`` now and close the connection right after, without reading the rest of
+    the request (aiohttp would otherwise go on reading it, for up to 10 s)."""
+    response.force_close()
+    with contextlib.suppress(ConnectionError):  # gone already: closed all the same
+        await response.prepare(request)
+        await response.write_eof()
+    connection = connection_of(request)
+    if connection is not None:
+        connection.force_close()
 
 
 def _model_entry(inst: Instance, selected: str | None) -> dict[str, Any]:
