@@ -130,6 +130,10 @@ class ProxyConfig(_Strict):
     fallback_unknown: bool = True
     start_timeout: float = Field(900.0, gt=0)
     read_timeout: float = Field(600.0, gt=0)
+    body_timeout: float = Field(60.0, gt=0)  # a body not in whole by then: 408
+    #: A model whose start failed this recently is not started again by a request: the
+    #: request gets the failure at once (clients retry a 503; each retry was another load).
+    start_cooldown: float = Field(30.0, ge=0)
     max_body_mb: float = Field(32.0, gt=0)
     concurrency_limit: int = Field(256, ge=1)
     # How a stream waiting for its model's start (or wake) hears of it: SSE comment lines,

@@ -14,7 +14,7 @@ import contextlib
 import io
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -266,6 +266,9 @@ class Forwarder:
                 "model_not_running",
                 hint=f"Start it (ryx-desktop start {key}), or set proxy.auto_start: true",
             )
+        failed = supervisor.recent_failure(key, self._config.start_cooldown)
+        if failed is not None:  # a retry: the same answer at once, not another load
+            raise _start_failed(key, failed.message, failed.hint, failed.log_tail)
         timeout = self._config.start_timeout
         task = asyncio.current_task()
         assert task is not None
@@ -285,13 +288,8 @@ class Forwarder:
                 hint="Retry later, or raise proxy.start_timeout",
             ) from None
         except RyxError as error:
-            message = f"{key} could not start: {error.message}"
-            hint = error.hint
-            tail = getattr(error, "log_tail", ())
-            if tail:  # the CLI prints these lines above its hint; here the last one says most
-                message += f" (last log line: {tail[-1].strip()})"
-                hint = f"See the model's log: ryx-desktop logs {key}"
-            raise ProxyError(503, message, "model_start_failed", hint=hint) from None
+            tail = tuple(getattr(error, "log_tail", ()))
+            raise _start_failed(key, error.message, error.hint, tail) from None
         finally:
             self._starts.discard(task)
         if self._was_shut(task):  # cut as the start ended: the shutdown came first
@@ -686,6 +684,17 @@ async def _read_at_most(content: aiohttp.StreamReader, limit: int) -> bytes:
         parts.append(chunk)
         size += len(chunk)
     return b"".join(parts)
+
+
+def _start_failed(key: str, reason: str, hint: str, tail: Sequence[str]) -> ProxyError:
+    """503 for a model that could not start, with ``x-should-retry: false``: the openai
+    clients honour it, and each retry would only have met the same failure."""
+    message = f"{key} could not start: {reason}"
+    if tail:  # the CLI prints these lines above its hint; here the last one says most
+        message += f" (last log line: {tail[-1].strip()})"
+        hint = f"See the model's log: ryx-desktop logs {key}"
+    headers = {"x-should-retry": "false"}
+    return ProxyError(503, message, "model_start_failed", hint=hint, headers=headers)
 
 
 def _shutting_down() -> ProxyError:

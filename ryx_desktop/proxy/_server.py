@@ -55,7 +55,7 @@ class ProxyServer:
         host: str | None = None,
         port: int | None = None,
         header_timeout: float = 10.0,
-        body_timeout: float = 60.0,
+        body_timeout: float | None = None,
         loading_interval: float = 3.0,
         shutdown_grace: float = 2.0,
     ) -> None:
@@ -77,7 +77,7 @@ class ProxyServer:
             supervisor,
             self.metrics,
             loading_interval=loading_interval,
-            body_timeout=body_timeout,
+            body_timeout=config.proxy.body_timeout if body_timeout is None else body_timeout,
         )
         self._guard: Guard | None = None
         self._runner: web.ServerRunner | None = None

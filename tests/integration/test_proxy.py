@@ -233,6 +233,29 @@ async def test_start_failure_is_a_503_naming_the_crash(
     assert stack.supervisor.get("crashy").state is InstanceState.FAILED
 
 
+async def test_the_openai_clients_retries_do_not_start_a_failed_model_again(
+    make_config: Callable[..., Config], proxy_stack: MakeStack
+) -> None:
+    # The official client retries a 503 twice by default: each retry used to start the
+    # model again (three failed loads). Now a failed start says x-should-retry: false, and
+    # within proxy.start_cooldown a request gets the same failure at once.
+    config = make_config({"crashy": {"model": SMALL, "env": {"FAKE_VLLM_CRASH": "1"}}})
+    stack = await proxy_stack(config)
+    async with openai.AsyncOpenAI(base_url=f"{stack.base}/v1", api_key="unused") as client:
+        with pytest.raises(openai.InternalServerError) as first:
+            await client.chat.completions.create(
+                model="crashy", messages=[{"role": "user", "content": "hi"}]
+            )
+        assert first.value.response.headers["x-should-retry"] == "false"
+        with pytest.raises(openai.InternalServerError) as again:
+            await client.chat.completions.create(
+                model="crashy", messages=[{"role": "user", "content": "hi"}]
+            )
+    assert stack.runtime.started == ["crashy"]  # one load for both requests and any retries
+    assert again.value.response.json() == first.value.response.json()
+    assert "crashy could not start" in again.value.message
+
+
 async def test_stream_waiting_on_a_cold_start_gets_loading_comments(
     make_config: Callable[..., Config], proxy_stack: MakeStack, http: httpx.AsyncClient
 ) -> None:
