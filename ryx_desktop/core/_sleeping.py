@@ -84,10 +84,12 @@ class Sleeping(Lifecycle):
             slot.asleep_since = self._clock.now()
             took = slot.asleep_since - started
             words = f"asleep at level {level}" + (f", {reason}" if reason else "")
+            held = (await self._model_claim(key)).weights_bytes if level == 1 else None
             return self._set(
                 key,
                 state=InstanceState.SLEEPING,
                 sleep_level=level,
+                host_ram_bytes=held,
                 metrics=None,
                 progress=None,
                 note=f"{words} (took {took:.1f} s)",
@@ -155,6 +157,7 @@ class Sleeping(Lifecycle):
             key,
             state=InstanceState.READY,
             sleep_level=None,
+            host_ram_bytes=None,
             progress=None,
             note=f"woken from level {level} in {took:.2f} s",
         )

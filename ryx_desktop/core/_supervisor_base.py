@@ -172,6 +172,8 @@ class SupervisorBase:
             failure=None,
             config_changed=False,
             adopted=False,
+            sleep_level=None,
+            host_ram_bytes=None,
             note=note,
             **self._static_fields(key),
         )

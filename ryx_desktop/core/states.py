@@ -82,6 +82,7 @@ class Instance:
     adopted: bool = False  # found running rather than started by us
     note: str = ""  # last state-change reason, e.g. "stopped after 600 s idle"
     sleep_level: int | None = None  # vLLM's sleep level (1 or 2) while SLEEPING
+    host_ram_bytes: int | None = None  # host RAM a level-1 sleep holds (its weights), if known
 
     @property
     def busy(self) -> bool:
@@ -157,4 +158,5 @@ def instance_from_json(data: dict[str, Any]) -> Instance:
         adopted=bool(data.get("adopted", False)),
         note=str(data.get("note", "")),
         sleep_level=data.get("sleep_level"),
+        host_ram_bytes=data.get("host_ram_bytes"),
     )

@@ -268,7 +268,7 @@ class InstancesTableModel(QAbstractTableModel):
         if column is Column.STATE:
             parts = [state_word(inst)]
             if inst.state is InstanceState.SLEEPING and inst.sleep_level is not None:
-                parts.append(sleep_detail(inst.sleep_level))
+                parts.append(sleep_detail(inst.sleep_level, inst.host_ram_bytes))
             if inst.state is InstanceState.STARTING and inst.progress is not None:
                 if inst.progress.phase is not ProgressPhase.WAKE:  # "waking" said it already
                     parts.append(progress_text(inst.progress))

@@ -62,6 +62,10 @@ def state_text(inst: Instance) -> str:
     return f"{word} {percent} %" if percent is not None else word
 
 
-def sleep_detail(level: int | None) -> str:
-    """What a sleep at ``level`` keeps and drops ("" for no or an unknown level)."""
-    return _SLEEP_DETAILS.get(level, "") if level is not None else ""
+def sleep_detail(level: int | None, host_ram_bytes: int | None = None) -> str:
+    """What a sleep at ``level`` keeps and drops ("" for no or an unknown level), with the
+    host RAM a level-1 sleep holds when it is known."""
+    detail = _SLEEP_DETAILS.get(level, "") if level is not None else ""
+    if detail and level == 1 and host_ram_bytes is not None:
+        detail += f"; holds {host_ram_bytes / 2**30:.1f} GiB of host RAM"
+    return detail

@@ -20,7 +20,7 @@ from ryx_desktop.core.gpu import VramReport
 from ryx_desktop.core.states import Instance, InstanceState
 from ryx_desktop.ui.bridge import EngineBridge
 from ryx_desktop.ui.icons import state_icon
-from ryx_desktop.ui.state_text import asleep_level, load_percent, state_text
+from ryx_desktop.ui.state_text import asleep_level, load_percent, sleep_detail, state_text
 
 __all__ = ["Notification", "TrayIcon", "load_percent", "state_text", "vram_text"]
 
@@ -284,6 +284,8 @@ class TrayIcon(QObject):
         if self._bridge.engine_problem is not None:
             lines.append("Waiting for the Docker engine")
         lines.append(f"{inst.name}: {state_text(inst)}" if inst else "No model selected")
+        if inst is not None and asleep_level(inst) is not None:
+            lines.append(sleep_detail(inst.sleep_level, inst.host_ram_bytes))
         vram = vram_text(self._bridge.vram())
         if vram is not None:
             lines.append(vram)

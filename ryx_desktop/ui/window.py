@@ -201,7 +201,7 @@ def details_html(inst: Instance | None, selected: str | None) -> str:
         ("State", state_word(inst)),
     ]
     if inst.state is InstanceState.SLEEPING and inst.sleep_level is not None:
-        rows.append(("Asleep", sleep_detail(inst.sleep_level)))
+        rows.append(("Asleep", sleep_detail(inst.sleep_level, inst.host_ram_bytes)))
     if inst.key == selected:
         rows.append(("Selected", "yes: answers requests that name no model"))
     if inst.state is InstanceState.STARTING:

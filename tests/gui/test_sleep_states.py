@@ -90,6 +90,8 @@ def test_state_words_for_sleep_going_to_sleep_and_waking() -> None:
     assert state_word(loading) == "starting"
     assert state_text(loading) == "starting 45 %"
     assert "host RAM" in sleep_detail(1)
+    assert sleep_detail(1, 15 * 2**30).endswith("; holds 15.0 GiB of host RAM")
+    assert "holds" not in sleep_detail(2, 15 * 2**30)  # level 2 keeps no weights
     assert "dropped" in sleep_detail(2)
     assert sleep_detail(None) == ""
 

@@ -174,6 +174,7 @@ async def test_idle_ttl_sleeps_and_sleep_ttl_stops(
     clock.offset += 601
     await wait_for(lambda: sup.get("s").sleep_level == 1, "idle sleep", 20)
     assert "idle for 600 s" in sup.get("s").note
+    assert sup.get("s").host_ram_bytes == 4096  # its weights wait in host RAM
     clock.offset += 3601
     await wait_for(lambda: sup.get("s").state is InstanceState.STOPPED, "sleep_ttl stop", 20)
     assert sup.get("s").note == "stopped after 3600 s asleep"
