@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from ryx_desktop.adapters.docker_runtime import DockerRuntime
+from ryx_desktop.core.clock import MonotonicClock
 from ryx_desktop.core.ports import ContainerInfo
 from ryx_desktop.core.spec import ContainerSpec
 
@@ -23,3 +24,13 @@ class GpuFakingRuntime(DockerRuntime):
     async def start(self, spec: ContainerSpec) -> ContainerInfo:
         self.started.append(spec.key)
         return await super().start(dataclasses.replace(spec, devices="none"))
+
+
+class OffsetClock(MonotonicClock):
+    """Real time that a test can jump forward, for TTLs measured in minutes."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return super().now() + self.offset

@@ -29,7 +29,7 @@ from ryx_desktop.core.errors import (
 from ryx_desktop.core.ports import Clock, ProbeResult
 from ryx_desktop.core.states import Instance, InstanceState, ProgressPhase
 from ryx_desktop.core.supervisor import Supervisor
-from tests.integration.runtimes import GpuFakingRuntime
+from tests.integration.runtimes import GpuFakingRuntime, OffsetClock
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.asyncio
@@ -47,16 +47,6 @@ class CountingProbe(HttpHealthProbe):
     async def probe(self, base_url: str, api_key: str | None = None) -> ProbeResult:
         self.probes += 1
         return await super().probe(base_url, api_key)
-
-
-class OffsetClock(MonotonicClock):
-    """Real time that a test can jump forward, for TTLs measured in minutes."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def now(self) -> float:
-        return super().now() + self.offset
 
 
 Make = Callable[..., Supervisor]

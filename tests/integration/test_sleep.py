@@ -25,23 +25,13 @@ from ryx_desktop.core.errors import SleepNotSupportedError
 from ryx_desktop.core.states import InstanceState
 from ryx_desktop.core.supervisor import Supervisor
 from ryx_desktop.proxy import ProxyServer
-from tests.integration.runtimes import GpuFakingRuntime
+from tests.integration.runtimes import GpuFakingRuntime, OffsetClock
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.asyncio
 
 SMALL = "/models/small/general/qwen2.5-3b"
 CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
-
-
-class OffsetClock(MonotonicClock):
-    """Real time that a test can jump forward, for TTLs measured in minutes."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def now(self) -> float:
-        return super().now() + self.offset
 
 
 Make = Callable[..., Supervisor]
