@@ -24,6 +24,7 @@ from ryx_desktop.ui.model_dialog import ModelDialog
 from ryx_desktop.ui.settings import SettingsDialog
 from ryx_desktop.ui.tray import Notification
 from tests.gui.test_desktop_startup import MODEL, Rig, run_loop, write_config
+from tests.support.config_files import hand_edit
 from tests.support.waiting import wait_for
 
 OLD_PATH = "model: /models/general"
@@ -36,14 +37,6 @@ HOUR = 3600.0
 @pytest.fixture
 def environ(tmp_path: Path) -> dict[str, str]:
     return {"HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
-
-
-def hand_edit(path: Path, old: str, new: str) -> bytes:
-    """Change ``old`` to ``new`` in the file, in place, as an editor would; the new bytes."""
-    text = path.read_text(encoding="utf-8")
-    assert old in text
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
-    return path.read_bytes()
 
 
 def text_of(path: Path) -> str:

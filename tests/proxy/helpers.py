@@ -227,6 +227,28 @@ def request_bytes(
 # --------------------------------------------------------------------------- a stalling upstream
 
 
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """Read one request (its ``Content-Length`` body included); its head."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    await reader.readexactly(length)
+    return head
+
+
+async def answer_probe(writer: asyncio.StreamWriter) -> None:
+    """What a raw upstream answers the proxy's GET probes: an empty model list."""
+    body = b'{"object": "list", "data": []}'
+    writer.write(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    await writer.drain()
+
+
 class StallingUpstream:
     """A raw upstream that answers probes (GET) but stalls on generation requests (POST).
 
@@ -276,20 +298,9 @@ class StallingUpstream:
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            await reader.readexactly(length)
+            head = await read_request(reader)
             if not head.startswith(b"POST"):
-                body = b'{"object": "list", "data": []}'
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-                )
-                await writer.drain()
+                await answer_probe(writer)
                 continue
             if self._mid_stream:
                 event = b'data: {"choices": [{"index": 0, "delta": {"content": "one"}}]}\n\n'

@@ -13,6 +13,7 @@ import pytest
 
 from ryx_desktop.config import Config
 from tests.proxy.helpers import (
+    answer_probe,
     assert_error,
     chat,
     check_error_payload,
@@ -20,6 +21,7 @@ from tests.proxy.helpers import (
     external,
     make_config,
     raw_request,
+    read_request,
     request_bytes,
     serve,
 )
@@ -230,22 +232,12 @@ class ErrorUpstream:
         self._handlers.add(task)
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                await reader.readexactly(length)
+                head = await read_request(reader)
                 if head.startswith(b"POST"):
                     writer.write(self.answer)
+                    await writer.drain()
                 else:
-                    body = b'{"object": "list", "data": []}'
-                    writer.write(
-                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-                    )
-                await writer.drain()
+                    await answer_probe(writer)
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -27,20 +26,7 @@ from ryx_desktop.config import (
 from ryx_desktop.config import _save as save_module
 from ryx_desktop.config._fingerprint import CHANGED_HINT
 from ryx_desktop.core.errors import ConfigError
-
-
-def config_with(model: str = "/models/a", **top: Any) -> Config:
-    return Config.model_validate(
-        {"models": {"a": {"model": model, "port": 8001, "devices": "none"}}, **top}
-    )
-
-
-def hand_edit(path: Path, old: str, new: str) -> bytes:
-    """Change ``old`` to ``new`` in the file, in place, as an editor would; the new bytes."""
-    text = path.read_text(encoding="utf-8")
-    assert old in text
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
-    return path.read_bytes()
+from tests.support.config_files import config_with, hand_edit
 
 
 def leftovers(path: Path) -> list[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -26,25 +25,12 @@ from ryx_desktop.config import (
     save_config,
 )
 from ryx_desktop.core.errors import RyxError
+from tests.support.config_files import config_with, hand_edit
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.asyncio
 
 HOUR = 3600.0
-
-
-def config_with(model: str = "/models/a", **top: Any) -> Config:
-    return Config.model_validate(
-        {"models": {"a": {"model": model, "port": 8001, "devices": "none"}}, **top}
-    )
-
-
-def hand_edit(path: Path, old: str, new: str) -> bytes:
-    """Change ``old`` to ``new`` in the file, in place, as an editor would; the new bytes."""
-    text = path.read_text(encoding="utf-8")
-    assert old in text
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
-    return path.read_bytes()
 
 
 class Rig:

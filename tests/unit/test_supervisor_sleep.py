@@ -96,6 +96,18 @@ def give_pid(runtime: FakeRuntime, key: str, pid: int) -> None:
     container.info = dataclasses.replace(container.info, pids=(pid,))
 
 
+async def a_ready_beside_another_program() -> tuple[Supervisor, RecordingSleep]:
+    """``a`` ready on GPU 0, measured: a holds its 36 GiB and a program outside ryx-desktop
+    30 GiB, so ``b`` (36 GiB + 4 GiB headroom) fits only once ``a`` gives its memory back."""
+    gpus = FixedGpus()
+    sup, runtime, sleep = rig(gpus)
+    await sup.open()
+    await sup.ensure_ready("a")
+    give_pid(runtime, "a", 101)
+    gpus.processes = [GpuProcess(101, 36 * GIB), GpuProcess(999, 30 * GIB)]
+    return sup, sleep
+
+
 async def test_by_the_configured_shares_both_fit_and_nothing_sleeps() -> None:
     sup, _runtime, sleep = rig(None)
     await sup.open()
@@ -107,13 +119,7 @@ async def test_by_the_configured_shares_both_fit_and_nothing_sleeps() -> None:
 
 
 async def test_measured_memory_of_another_process_makes_the_idle_model_sleep() -> None:
-    gpus = FixedGpus()
-    sup, runtime, sleep = rig(gpus)
-    await sup.open()
-    await sup.ensure_ready("a")
-    give_pid(runtime, "a", 101)
-    # a holds its 36 GiB, a program outside ryx-desktop 30 GiB: b needs 36 + 4 (headroom).
-    gpus.processes = [GpuProcess(101, 36 * GIB), GpuProcess(999, 30 * GIB)]
+    sup, sleep = await a_ready_beside_another_program()
     await sup.ensure_ready("b")
     assert sleep.calls == [("sleep", "http://127.0.0.1:8001", 2)]  # RAM unknown: level 2
     assert sup.get("a").state is InstanceState.SLEEPING
@@ -123,12 +129,7 @@ async def test_measured_memory_of_another_process_makes_the_idle_model_sleep() -
 
 
 async def test_a_busy_model_is_never_put_to_sleep_to_make_room() -> None:
-    gpus = FixedGpus()
-    sup, runtime, sleep = rig(gpus)
-    await sup.open()
-    await sup.ensure_ready("a")
-    give_pid(runtime, "a", 101)
-    gpus.processes = [GpuProcess(101, 36 * GIB), GpuProcess(999, 30 * GIB)]
+    sup, sleep = await a_ready_beside_another_program()
     sup.request_started("a")
     with pytest.raises(RoomRefusedError, match="busy") as refused:
         await sup.ensure_ready("b")
