@@ -41,6 +41,8 @@ LOG_SETTLE = 2.0
 #: Seconds between tries to reach an unreachable Docker engine: doubling up to the maximum.
 ENGINE_RETRY_FIRST = 1.0
 ENGINE_RETRY_MAX = 30.0
+#: Seconds between two snapshots that only carry new request counts (in flight, last used).
+USAGE_INTERVAL = 0.05
 #: Instance fields that come from the config rather than from what the model is doing.
 STATIC_FIELDS = (
     "name",
@@ -65,10 +67,11 @@ class Slot:
     stopping: bool = False
     oom: bool = False
     failed_probes: int = 0
-    # Live request counters; snapshots mirror them at most once per loop iteration.
+    # Live request counters; snapshots mirror them at most every USAGE_INTERVAL seconds.
     in_flight: int = 0
     last_used: float | None = None
     usage_pending: bool = False
+    usage_published: float = float("-inf")  # loop time of the last usage snapshot
     # The spec hash the current start built, before its container id is known.
     spec_hash: str | None = None
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)

@@ -17,6 +17,7 @@ from typing import Any
 from ryx_desktop.config import Config
 from ryx_desktop.core._supervisor_base import (
     CONTAINER_FIELDS,
+    USAGE_INTERVAL,
     ConfigObserver,
     EngineObserver,
     Observer,
@@ -389,16 +390,25 @@ class Supervisor(Watching):
         self._publish_usage_soon(key, slot)
 
     def _publish_usage_soon(self, key: str, slot: Slot) -> None:
-        # The proxy calls this twice per request; under load one new snapshot per loop
-        # iteration is plenty for observers, and the supervisor reads the live counters.
-        if not slot.usage_pending:
-            slot.usage_pending = True
-            asyncio.get_running_loop().call_soon(self._publish_usage, key, slot)
+        # The proxy calls this twice per request. A snapshot costs a replace, a compare and every
+        # observer (metrics, the log, the UI bridge): under load the counters reach snapshots at
+        # most every USAGE_INTERVAL seconds (the first change after a quiet spell at once, on the
+        # next loop iteration); the supervisor itself reads the live counters.
+        if slot.usage_pending:
+            return
+        slot.usage_pending = True
+        loop = asyncio.get_running_loop()
+        wait = slot.usage_published + USAGE_INTERVAL - loop.time()
+        if wait <= 0:
+            loop.call_soon(self._publish_usage, key, slot)
+        else:
+            loop.call_later(wait, self._publish_usage, key, slot)
 
     def _publish_usage(self, key: str, slot: Slot) -> None:
         slot.usage_pending = False
         if self._slots.get(key) is not slot:
             return  # removed by reconfigure
+        slot.usage_published = asyncio.get_running_loop().time()
         self._set(key, in_flight=slot.in_flight, last_used=slot.last_used)
 
     @contextlib.asynccontextmanager

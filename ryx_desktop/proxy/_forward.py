@@ -457,7 +457,9 @@ class Forwarder:
             )
         self._metrics.request_done(inst.key, upstream.status)
         response = web.Response(
-            status=upstream.status, body=data, headers=self._response_headers(upstream, extra)
+            status=upstream.status,
+            body=data,
+            headers=self._response_headers(upstream, extra, streamed=False),
         )
         return response
 
@@ -536,12 +538,15 @@ class Forwarder:
         return headers
 
     @staticmethod
-    def _response_headers(upstream: aiohttp.ClientResponse, extra: dict[str, str]) -> Any:
+    def _response_headers(
+        upstream: aiohttp.ClientResponse, extra: dict[str, str], *, streamed: bool = True
+    ) -> Any:
         dropped = _hop_by_hop(upstream.headers, _RESPONSE_DROPPED)
         headers = {
             name: value for name, value in upstream.headers.items() if name.lower() not in dropped
         }
-        headers["X-Accel-Buffering"] = "no"
+        if streamed:  # tells a reverse proxy in front (nginx) not to hold the pieces back
+            headers["X-Accel-Buffering"] = "no"
         headers.update(extra)
         return headers
 

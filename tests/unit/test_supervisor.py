@@ -22,6 +22,7 @@ from ryx_desktop.core.errors import (
 from ryx_desktop.core.ports import RuntimeEvent, RuntimeEventKind
 from ryx_desktop.core.spec import build_spec
 from ryx_desktop.core.states import Instance, InstanceState, ProgressPhase
+from ryx_desktop.core._supervisor_base import USAGE_INTERVAL
 from ryx_desktop.core.supervisor import Supervisor
 from tests.support.fakes import FakeHealth, FakeRuntime, VirtualClock, settle
 
@@ -376,7 +377,7 @@ async def test_models_resolve_by_key_served_name_and_alias() -> None:
     assert "configured: a" in caught.value.message
 
 
-async def test_request_counts_reach_snapshots_once_per_loop_iteration() -> None:
+async def test_request_counts_reach_snapshots_at_most_every_usage_interval() -> None:
     rig = Rig({"a": model(8001)})
     await rig.sup.open()
     await rig.sup.ensure_ready("a")
@@ -386,14 +387,21 @@ async def test_request_counts_reach_snapshots_once_per_loop_iteration() -> None:
         rig.sup.request_started("a")
     rig.sup.request_finished("a")
     assert 4 not in seen  # nothing published yet: the proxy's hot path stays cheap
-    await settle()
+    await settle()  # the first change after a quiet spell: on the next loop iteration
     assert rig.sup.get("a").in_flight == 4
     assert rig.sup.get("a").last_used == rig.clock.now()
     assert 4 in seen and not {1, 2, 3, 5} & set(seen)  # one snapshot for six changes
+    loop = asyncio.get_running_loop()
+    first = loop.time()
     for _ in range(4):
         rig.sup.request_finished("a")
     await settle()
-    assert rig.sup.get("a").in_flight == 0
+    assert rig.sup.get("a").in_flight == 4  # within USAGE_INTERVAL of the last: held back
+    done = asyncio.Event()
+    rig.sup.subscribe(lambda inst: done.set() if inst.in_flight == 0 else None)
+    await asyncio.wait_for(done.wait(), 5)
+    assert loop.time() - first >= USAGE_INTERVAL * 0.9
+    assert seen[-1] == 0 and seen.count(0) == 1  # four changes, one snapshot
     await rig.sup.close()
 
 
