@@ -36,7 +36,12 @@ from ryx_desktop.adapters._docker_errors import (
     pull_failed,
     translate,
 )
-from ryx_desktop.core.errors import DockerError, ModelPathMissingError, RyxError
+from ryx_desktop.core.errors import (
+    DockerError,
+    DockerUnavailableError,
+    ModelPathMissingError,
+    RyxError,
+)
 from ryx_desktop.core.ports import (
     ContainerInfo,
     ContainerStatus,
@@ -44,6 +49,7 @@ from ryx_desktop.core.ports import (
     RuntimeEvent,
     RuntimeEventKind,
 )
+from ryx_desktop.core.setup_checks import EngineInfo
 from ryx_desktop.core.spec import (
     CONTAINER_PORT,
     CONTAINER_PREFIX,
@@ -216,10 +222,26 @@ class DockerRuntime:
     def _guard(self, fn: Callable[..., T], *args: Any) -> T:
         try:
             return fn(*args)
-        except RyxError:
+        except RyxError as known:
+            self._forget_client_if_gone(known)
             raise
         except Exception as exc:
-            raise translate(exc, address=self.address) from exc
+            error = translate(exc, address=self.address)
+            self._forget_client_if_gone(error)
+            raise error from exc
+
+    def _forget_client_if_gone(self, error: RyxError) -> None:
+        if isinstance(error, DockerUnavailableError):
+            self._forget_client()
+
+    def _forget_client(self) -> None:
+        """Drop the client once the engine went away: the next call checks the socket first
+        (``_check_socket``) rather than leak one more socket per try while the engine is away."""
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
 
     # -- ContainerRuntime -------------------------------------------------------------------
 
@@ -243,6 +265,21 @@ class DockerRuntime:
             infos.append(info)
         infos.sort(key=lambda i: (i.model_key, i.name))
         return infos
+
+    async def engine_info(self) -> EngineInfo:
+        """What ``docker info`` tells: the engine's version, runtimes and CDI devices."""
+        return await self._run(lambda: engine_info_of(self._get_client().info()))
+
+    async def image_present(self, image: str) -> bool:
+        """Whether ``image`` is on this engine already (no pull)."""
+        return await self._run(self._image_present_sync, image)
+
+    def _image_present_sync(self, image: str) -> bool:
+        try:
+            self._get_client().images.get(image)
+        except docker.errors.ImageNotFound:
+            return False
+        return True
 
     async def ensure_image(
         self, image: str, on_progress: Callable[[PullProgress], None] | None = None
@@ -501,6 +538,7 @@ class DockerRuntime:
             finally:
                 feed.release(stream)
             if not feed.stopped:
+                self._forget_client()  # the engine went away, or will be asked again anew
                 closed = f"the Docker engine at {self.address} closed its event stream"
                 deliver(_End(DockerError(closed)))
 
@@ -534,6 +572,7 @@ class DockerRuntime:
             except Exception as exc:
                 if not feed.stopped:
                     error = translate(exc, address=self.address)
+                    self._forget_client_if_gone(error)
                     deliver(_End(error))
             finally:
                 with self._feeds_lock:
@@ -627,6 +666,22 @@ class _PullTally:
         done = sum(c for c, _ in self._layers.values())
         total = sum(t for _, t in self._layers.values())
         return done, total, len(self._done), len(self._layers)
+
+
+def engine_info_of(raw: Mapping[str, Any]) -> EngineInfo:
+    """``docker info``'s answer as an :class:`EngineInfo` (missing fields left empty)."""
+    runtimes = raw.get("Runtimes")
+    devices = raw.get("DiscoveredDevices")
+    cdi = [
+        str(d.get("ID"))
+        for d in (devices if isinstance(devices, list) else ())
+        if isinstance(d, Mapping) and d.get("Source", "cdi") == "cdi" and d.get("ID")
+    ]
+    return EngineInfo(
+        version=str(raw.get("ServerVersion") or ""),
+        runtimes=tuple(sorted(runtimes)) if isinstance(runtimes, Mapping) else (),
+        cdi_devices=tuple(cdi),
+    )
 
 
 def _device_requests(devices: str | tuple[int, ...]) -> list[docker.types.DeviceRequest]:
