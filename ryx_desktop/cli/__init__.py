@@ -83,6 +83,11 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument(
         "--write", action="store_true", help="save into the config file instead of printing"
     )
+    imp.add_argument(
+        "--replace",
+        action="store_true",
+        help="with --write: overwrite models the config already has under the same key",
+    )
     exp = config_sub.add_parser(
         "export-compose", parents=[common], help="write the models out as a compose file"
     )

@@ -11,7 +11,7 @@ from typing import Any
 
 from ryx_desktop.app import build_engine
 from ryx_desktop.cli._output import ProgressPrinter, status_table
-from ryx_desktop.cli._running_app import instances_from_running_app
+from ryx_desktop.cli._running_app import instances_from_running_app, stop_through_running_app
 from ryx_desktop.cli._serve import serve
 from ryx_desktop.config import (
     Config,
@@ -20,6 +20,7 @@ from ryx_desktop.config import (
     export_compose,
     import_compose,
     load_config,
+    merge_imported,
     parse_config,
     save_config,
 )
@@ -38,7 +39,9 @@ async def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return await serve(config, environ, host=args.host, port=args.port)
     if args.command == "status":
         return await _status(config, environ, as_json=args.json)
-    if args.command in ("start", "stop", "restart"):
+    if args.command == "stop":
+        return await _stop(config, environ, args.model)
+    if args.command in ("start", "restart"):
         return await _lifecycle(args.command, config, environ, args.model)
     if args.command == "sleep":
         return await _sleep(config, environ, args.model, args.level)
@@ -59,6 +62,25 @@ async def _status(config: Config, environ: Mapping[str, str], *, as_json: bool) 
         print(json.dumps([instance_json(i) for i in instances], indent=2))
     else:
         print(status_table(instances, config))
+    return 0
+
+
+async def _stop(config: Config, environ: Mapping[str, str], name: str) -> int:
+    """Stop a model: through the running app when there is one (its stop, drained and told as
+    its own), else through Docker."""
+    key = resolve_model(config, name)
+    if key is None:
+        known = ", ".join(config.models) or "none"
+        raise UnknownModelError(f"no model is called {name!r} (configured: {known})")
+    instances = await instances_from_running_app(config, environ)
+    if instances is None:
+        return await _lifecycle("stop", config, environ, key)
+    before = next(i for i in instances if i.key == key)
+    if not before.running and before.state is not InstanceState.FAILED:
+        print(f"{key} is not running")
+        return 0
+    await stop_through_running_app(config, environ, key)
+    print(f"{key} stopped")
     return 0
 
 
@@ -122,21 +144,7 @@ def _config_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int
     if args.config_command == "check":
         return _check(Path(args.path) if args.path else target, explicit=bool(args.path))
     if args.config_command == "import-compose":
-        imported = import_compose(Path(args.file), environ)
-        if not args.write:
-            sys.stdout.write(dump_config(imported))
-            return 0
-        base = load_config(target)
-        selected = base.default_model
-        if selected is not None and resolve_model(imported, selected) is None:
-            selected = imported.default_model
-        merged = base.model_copy(
-            update={"models": imported.models, "docker": imported.docker, "default_model": selected}
-        )
-        merged = parse_config(dump_config(merged), str(target))  # validate the result as a whole
-        save_config(merged, target)
-        print(f"wrote {len(merged.models)} models from {args.file} to {target}")
-        return 0
+        return _import_compose(args, target, environ)
     if args.config_command == "export-compose":
         text = export_compose(load_config(target))
         if args.output:
@@ -146,6 +154,31 @@ def _config_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int
             sys.stdout.write(text)
         return 0
     raise AssertionError(f"unhandled config command {args.config_command}")
+
+
+def _import_compose(args: argparse.Namespace, target: Path, environ: Mapping[str, str]) -> int:
+    """Print the compose file's models as config, or (``--write``) add them to the config file."""
+    imported = import_compose(Path(args.file), environ, warn=_warn)
+    if not args.write:
+        sys.stdout.write(dump_config(imported))
+        return 0
+    # With no file yet, the built-in example models are not the user's: nothing to keep.
+    base = load_config(target) if target.exists() else Config()
+    merged = merge_imported(base, imported, replace=args.replace, source=args.file)
+    config = parse_config(dump_config(merged.config), str(target))  # valid as a whole
+    save_config(config, target)
+    replaced = f" (replaced: {', '.join(merged.replaced)})" if merged.replaced else ""
+    print(f"wrote {_count(len(imported.models), 'model')} from {args.file} to {target}{replaced}")
+    return 0
+
+
+def _warn(text: str) -> None:
+    print(f"ryx-desktop: warning: {text}", file=sys.stderr)
+
+
+def _count(n: int, word: str) -> str:
+    """``1 model``, ``2 models``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _check(path: Path, *, explicit: bool) -> int:
@@ -163,4 +196,4 @@ def _check(path: Path, *, explicit: bool) -> int:
 
 def _models(config: Config) -> str:
     keys: list[Any] = list(config.models)
-    return f"{len(keys)} models: {', '.join(keys)}" if keys else "no models"
+    return f"{_count(len(keys), 'model')}: {', '.join(keys)}" if keys else "no models"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TextIO
 
 from ryx_desktop.config import Config, ModelConfig
+from ryx_desktop.core.gpu import NO_GPU, gpu_budget
 from ryx_desktop.core.states import Instance, InstanceState, ProgressPhase
 
 _MARK = {
@@ -40,10 +41,11 @@ def status_table(instances: list[Instance], config: Config) -> str:
 
 
 def _budget(model: ModelConfig) -> str:
-    if model.devices == "none" or not model.devices:
-        return "no GPU"
+    share = gpu_budget(model)
+    if share is None:
+        return NO_GPU
     gpus = "all GPUs" if model.devices == "all" else "GPU " + ",".join(map(str, model.devices))
-    return f"{model.gpu_memory_utilization:.0%} of {gpus}"
+    return f"{share:.0%} of {gpus}"
 
 
 class ProgressPrinter:

@@ -13,6 +13,7 @@ from ryx_desktop.config._schema import (  # noqa: I001  (the schema first: core.
 )
 from ryx_desktop.config._api_key import api_key_problem
 from ryx_desktop.config._compose import export_compose, import_compose
+from ryx_desktop.config._compose_merge import Merged, merge_imported
 from ryx_desktop.config._defaults import default_config
 from ryx_desktop.config._fingerprint import (
     MISSING,
@@ -43,6 +44,7 @@ __all__ = [
     "FileChange",
     "Fingerprint",
     "GpuConfig",
+    "Merged",
     "ModelConfig",
     "ProxyConfig",
     "WatchEvent",
@@ -56,6 +58,7 @@ __all__ = [
     "import_compose",
     "is_loopback",
     "load_config",
+    "merge_imported",
     "parse_config",
     "read_config",
     "save_config",

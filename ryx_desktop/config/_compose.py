@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from ryx_desktop.config._compose_ports import Published, exposure_warning, port_entries
 from ryx_desktop.config._loader import ConfigFileError, Position, format_errors, load_yaml
 from ryx_desktop.config._save import space_out
 from ryx_desktop.config._schema import Config, Loc, ModelConfig
@@ -181,13 +182,18 @@ class _Service:
     hf_cache: tuple[str, Loc] | None = None
     vllm_cache: tuple[str, Loc] | None = None
     locs: dict[str, Loc] = field(default_factory=dict)
+    published: Published | None = None
 
 
-def import_compose(path: Path, environ: Mapping[str, str]) -> Config:
+def import_compose(
+    path: Path, environ: Mapping[str, str], warn: Callable[[str], None] | None = None
+) -> Config:
     """A config with one model per vLLM service of the compose file at ``path``.
 
     ``${VAR}`` references resolve from ``environ`` (then the ``.env`` beside the file); relative
     paths resolve against the file's directory. Services that are not vLLM are left out.
+    ``warn`` hears (``FILE:LINE:COL: ...``) of what the import changes on the way: a port the
+    file published beyond this machine is published on 127.0.0.1 only.
     """
     source = str(path)
     try:
@@ -228,6 +234,11 @@ def import_compose(path: Path, environ: Mapping[str, str]) -> Config:
             errors.append(at(("services", name), f"service {name!r}: {exc}"))
     if errors:
         raise ConfigFileError(errors)
+    for service in parsed:
+        entry = service.published
+        told = exposure_warning(service.name, entry) if entry is not None else None
+        if told is not None and entry is not None and warn is not None:
+            warn(at(("services", service.name, "ports", entry.index), told))
 
     extension = data.get(EXTENSION) or {}
     if not isinstance(extension, dict):
@@ -283,10 +294,11 @@ def import_compose(path: Path, environ: Mapping[str, str]) -> Config:
     default = extension.get("default_model", next(iter(models), None))
     if (EXTENSION, "default_model") in positions:
         fake_positions[("default_model",)] = positions[(EXTENSION, "default_model")]
+    data = {"docker": docker, "default_model": default, "models": models}
     try:
-        return Config.model_validate({"docker": docker, "default_model": default, "models": models})
+        return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigFileError(format_errors(exc, source, fake_positions)) from exc
+        raise ConfigFileError(format_errors(exc, source, fake_positions, data=data)) from exc
 
 
 def _map_positions(
@@ -470,27 +482,18 @@ def _parse_flags(tokens: list[str]) -> _Flags:
     return flags
 
 
-def _host_port(service: dict[str, Any], env: Mapping[str, str], container_port: str) -> int:
+def _host_port(service: dict[str, Any], env: Mapping[str, str], container_port: str) -> Published:
     raw = service.get("ports") or []
     if not isinstance(raw, list):
         raise _ServiceError(("ports",), "ports must be a list")
-    for index, entry in enumerate(raw):
-        if isinstance(entry, dict):
-            target = str(entry.get("target", ""))
-            published = _text(entry.get("published", ""), env)
-        else:
-            text = _text(entry, env).split("/", 1)[0]
-            parts = text.rsplit(":", 2)
-            if len(parts) < 2:
-                continue  # only a container port: docker picks a random host port
-            published, target = parts[-2], parts[-1]
-        if target != container_port:
+    for entry in port_entries(raw, lambda value: _text(value, env)):
+        if entry.target != container_port:
             continue
-        if not published.isdigit():
+        if not entry.published.isdigit():
             raise _ServiceError(
-                ("ports", index), f"host port {published!r} must be a single number"
+                ("ports", entry.index), f"host port {entry.published!r} must be a single number"
             )
-        return int(published)
+        return entry
     raise _ServiceError(
         ("ports",), f"publishes no host port for vLLM's port {container_port} (like '8001:8000')"
     )
@@ -606,7 +609,8 @@ def _parse_service(
     fields["extra_args"] = flags.extra
     for name_ in ("served_name", "gpu_memory_utilization", "max_model_len", "extra_args"):
         locs[name_] = ("command",)
-    fields["port"] = _host_port(service, env, flags.port or str(CONTAINER_PORT))
+    published = _host_port(service, env, flags.port or str(CONTAINER_PORT))
+    fields["port"] = int(published.published)
     locs["port"] = ("ports",)
 
     # devices: the GPUs Docker hands over, narrowed by CUDA_VISIBLE_DEVICES inside the container
@@ -667,6 +671,7 @@ def _parse_service(
         hf_cache=mounts.hf_cache,
         vllm_cache=mounts.vllm_cache,
         locs=locs,
+        published=published,
     )
 
 

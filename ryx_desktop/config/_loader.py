@@ -22,6 +22,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ryx_desktop.config._defaults import default_config
 from ryx_desktop.config._errors import ConfigError
+from ryx_desktop.config._partial import partial_problems
 from ryx_desktop.config._schema import (
     Config,
     ConfigProblems,
@@ -242,7 +243,7 @@ def parse_config(text: str, source: str) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigFileError(format_errors(exc, source, positions)) from exc
+        raise ConfigFileError(format_errors(exc, source, positions, data=data)) from exc
 
 
 def load_config(path: Path) -> Config:
@@ -265,33 +266,49 @@ def load_config(path: Path) -> Config:
 
 
 def format_errors(
-    exc: ValidationError, source: str, positions: dict[Loc, Position], prefix: Loc = ()
+    exc: ValidationError,
+    source: str,
+    positions: dict[Loc, Position],
+    prefix: Loc = (),
+    *,
+    data: object = None,
 ) -> list[str]:
     """Every error of ``exc`` as ``SOURCE:LINE:COL: path: what``, sorted by position.
 
     ``prefix`` is prepended to each ``loc`` when the validated data sits below the file's root.
+    With the validated ``data`` (a whole config), the checks across models that pydantic left
+    out run on what did validate, so that every problem is told at once.
     """
     found: dict[str, tuple[int, int]] = {}
-    for error in exc.errors():
-        for loc, message, at_key in _expand(error):
-            full = (*prefix, *loc)
-            line, col = _locate(full, positions, at_key, error["type"])
-            where = dotted(full)
-            text = f"{source}:{line}:{col}: {where + ': ' if where else ''}{message}"
-            found.setdefault(text, (line, col))
+    for loc, message, at_key, kind in _all_problems(exc, data):
+        full = (*prefix, *loc)
+        line, col = _locate(full, positions, at_key, kind)
+        where = dotted(full)
+        text = f"{source}:{line}:{col}: {where + ': ' if where else ''}{message}"
+        found.setdefault(text, (line, col))
     return sorted(found, key=lambda t: found[t])
 
 
-def validation_problems(exc: ValidationError) -> list[tuple[Loc, str]]:
+def validation_problems(exc: ValidationError, data: object = None) -> list[tuple[Loc, str]]:
     """pydantic's errors as (location, message) in the loader's wording, duplicates dropped.
 
-    The settings dialogs use it so that a field shows the sentence the file check would print.
+    The settings dialogs use it so that a field shows the sentence the file check would print;
+    with the validated ``data``, the checks across models come too (see ``format_errors``).
     """
     found: dict[tuple[Loc, str], None] = {}
-    for error in exc.errors():
-        for loc, message, _at_key in _expand(error):
-            found.setdefault((loc, message), None)
+    for loc, message, _at_key, _kind in _all_problems(exc, data):
+        found.setdefault((loc, message), None)
     return list(found)
+
+
+def _all_problems(exc: ValidationError, data: object) -> Iterator[tuple[Loc, str, bool, str]]:
+    """(loc, message, point at the key, pydantic's error type) for each problem."""
+    for error in exc.errors():
+        for loc, message, at_key in _expand(error):
+            yield loc, message, at_key, error["type"]
+    if data is not None:
+        for problem in partial_problems(data, exc):
+            yield problem.loc, problem.message, problem.at_key, "value_error"
 
 
 def _expand(error: ErrorDetails) -> Iterator[tuple[Loc, str, bool]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -396,14 +396,45 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
-        problems = [*_check_keys(self), *_check_ports(self), *_check_names(self)]
-        problems += _check_default(self)
+        problems = consistency_problems(
+            self.models,
+            ports=self.models,
+            names=self.models,
+            proxy_port=self.proxy.port,
+            default_model=self.default_model,
+        )
         if problems:
             raise ConfigProblems(problems)
         return self
 
 
-def _check_keys(config: Config) -> list[Problem]:
+AnyModel = ModelConfig | ExternalModelConfig
+
+
+def consistency_problems(
+    keys: Iterable[str],
+    *,
+    ports: Mapping[str, AnyModel],
+    names: Mapping[str, AnyModel],
+    proxy_port: int | None,
+    default_model: str | None,
+    unchecked_names: Collection[str] = (),
+) -> list[Problem]:
+    """What is wrong across models: keys, ports, names, the default model.
+
+    ``keys`` are every model's key. ``ports`` are the models whose port is checked and
+    ``names`` those whose served name and aliases are: every model of a valid config (a broken
+    file checks what validated). ``proxy_port`` None leaves out the clash with the proxy;
+    ``unchecked_names`` are names a broken entry may carry, which ``default_model`` may mean.
+    """
+    keys = list(keys)
+    problems = [*_check_keys(keys), *_check_ports(ports, proxy_port)]
+    problems += _check_names(keys, names)
+    problems += _check_default(default_model, keys, names, unchecked_names)
+    return problems
+
+
+def _check_keys(keys: Iterable[str]) -> list[Problem]:
     return [
         Problem(
             ("models", key),
@@ -411,19 +442,19 @@ def _check_keys(config: Config) -> list[Problem]:
             "letters, digits, '-', '_' and '.' (it becomes the container name)",
             at_key=True,
         )
-        for key in config.models
+        for key in keys
         if not KEY_PATTERN.fullmatch(key)
     ]
 
 
-def _check_ports(config: Config) -> list[Problem]:
+def _check_ports(models: Mapping[str, AnyModel], proxy_port: int | None) -> list[Problem]:
     problems = []
     owners: dict[int, str] = {}
-    for key, model in config.models.items():
+    for key, model in models.items():
         if not isinstance(model, ModelConfig):
             continue
         loc = ("models", key, "port")
-        if model.port == config.proxy.port:
+        if model.port == proxy_port:
             problems.append(Problem(loc, f"port {model.port} is already used by the proxy"))
         elif model.port in owners:
             problems.append(
@@ -443,11 +474,11 @@ def _served_name_field(model: ModelConfig | ExternalModelConfig) -> str:
     return "name" if model.name else "url"
 
 
-def _check_names(config: Config) -> list[Problem]:
+def _check_names(keys: Iterable[str], models: Mapping[str, AnyModel]) -> list[Problem]:
     """Keys, served names and aliases route requests, so each must lead to one model."""
     problems = []
-    owners: dict[str, tuple[str, str]] = {key: (key, "key") for key in config.models}
-    for key, model in config.models.items():
+    owners: dict[str, tuple[str, str]] = {key: (key, "key") for key in keys}
+    for key, model in models.items():
         names: list[tuple[Loc, str, str]] = [
             (
                 ("models", key, _served_name_field(model)),
@@ -468,14 +499,18 @@ def _check_names(config: Config) -> list[Problem]:
     return problems
 
 
-def _check_default(config: Config) -> list[Problem]:
-    wanted = config.default_model
-    if wanted is None or wanted in config.models:
+def _check_default(
+    wanted: str | None,
+    keys: Collection[str],
+    models: Mapping[str, AnyModel],
+    unchecked_names: Collection[str],
+) -> list[Problem]:
+    if wanted is None or wanted in keys or wanted in unchecked_names:
         return []
-    for model in config.models.values():
+    for model in models.values():
         if wanted == model.effective_served_name or wanted in model.aliases:
             return []
-    known = ", ".join(config.models) or "none are configured"
+    known = ", ".join(keys) or "none are configured"
     return [
         Problem(
             ("default_model",),

@@ -28,7 +28,12 @@ from ryx_desktop.core.failures import DIAGNOSIS_LINES, exit_error
 from ryx_desktop.core.planner import GpuClaim, gpus_of, plan_evictions
 from ryx_desktop.core.ports import ContainerInfo, ContainerStatus, PullProgress
 from ryx_desktop.core.progress import LoadProgress
-from ryx_desktop.core.readiness import FirstAnswerError, parse_startup_complete, sleep_or_wake
+from ryx_desktop.core.readiness import (
+    FirstAnswerError,
+    first_answer_hint,
+    parse_startup_complete,
+    sleep_or_wake,
+)
 from ryx_desktop.core.spec import build_spec
 from ryx_desktop.core.states import Instance, InstanceState, Progress, ProgressPhase
 
@@ -223,6 +228,7 @@ class Lifecycle(SupervisorBase):
         self._set(key, container_id=None)
         raise FirstAnswerError(
             f"{key} started but could not answer its first request: {answer.error}",
+            first_answer_hint(key),
             log_tail=tail,
         )
 

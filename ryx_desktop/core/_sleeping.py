@@ -80,6 +80,8 @@ class Sleeping(Lifecycle):
                 slot.sleep_refused = refused
                 note = "vLLM refused sleep mode" if refused else "could not sleep"
                 self._set(key, state=InstanceState.READY, note=f"{note}: {error.message}")
+                if type(error) is SleepFailedError and error.hint == SleepFailedError.hint:
+                    error.hint = f"It stays awake; `ryx-desktop logs {key}` shows vLLM's side."
                 raise
             slot.asleep_since = self._clock.now()
             took = slot.asleep_since - started

@@ -16,7 +16,7 @@ from typing import Any
 
 from ryx_desktop.config import Config, ModelConfig
 from ryx_desktop.core.errors import RyxError, UnknownModelError
-from ryx_desktop.core.gpu import GpuProbe
+from ryx_desktop.core.gpu import GpuProbe, gpu_budget
 from ryx_desktop.core.ports import Clock, ContainerRuntime, HealthProbe, HostFacts, SleepControl
 from ryx_desktop.core.progress import LoadProgress
 from ryx_desktop.core.readiness import GpuStartGate
@@ -213,7 +213,7 @@ def configured_instance(config: Config, key: str) -> Instance:
             aliases=tuple(model.aliases),
             port=model.port,
             url=f"http://127.0.0.1:{model.port}",
-            gpu_memory_utilization=model.gpu_memory_utilization,
+            gpu_memory_utilization=gpu_budget(model),  # None without a GPU
         )
     return Instance(
         key=key,

@@ -44,32 +44,59 @@ class Watching(Sleeping):
         if not isinstance(model, ModelConfig):
             return
         if info.status is ContainerStatus.RUNNING:
-            expected = build_spec(key, self._config, self._environ).spec_hash
-            changed = info.spec_hash is not None and info.spec_hash != expected
-            # How far its load has come, from its log: another process may be starting it.
-            progress = LoadProgress()
-            for line in await self._whole_log(info.id, deque()):
-                progress.feed(line)
-            self._slots[key].adopted_progress = (info.id, progress)
-            self._set(
-                key,
-                state=InstanceState.STARTING,
-                container_id=info.id,
-                adopted=True,
-                config_changed=changed,
-                progress=Progress(ProgressPhase.LOAD, progress.percent, progress.detail),
-                note="config changed, restart to apply" if changed else "",
-            )
-            if self.sleep_mode_of(key):
-                url, api_key = self._slots[key].instance.url or "", api_key_of(self._config, key)
-                if self._found_asleep(key, await self._health.metrics(url, api_key)):
-                    return  # /health says 200 while asleep: never send it a first answer
-            if self._watching:
-                self._start_adopted(key, info.id)
+            await self._adopt_running(key, info)
         elif info.exit_code not in CLEAN_EXIT_CODES and info.status is ContainerStatus.EXITED:
             lines = await self._whole_log(info.id, deque())
             self._fail(key, exit_error(key, info.exit_code, oom=info.oom_killed, lines=lines))
             self._set(key, container_id=info.id)
+
+    async def _adopt_running(self, key: str, info: ContainerInfo) -> None:
+        """Take over a running container: ready, asleep, or still loading (then wait for it)."""
+        expected = build_spec(key, self._config, self._environ).spec_hash
+        changed = info.spec_hash is not None and info.spec_hash != expected
+        found: dict[str, Any] = {
+            "container_id": info.id,
+            "adopted": True,
+            "config_changed": changed,
+            "note": "config changed, restart to apply" if changed else "",
+        }
+        url, api_key = self._slots[key].instance.url or "", api_key_of(self._config, key)
+        if self.sleep_mode_of(key):
+            metrics = await self._health.metrics(url, api_key)
+            if metrics is not None and metrics.sleep_level:
+                log.info("%s: adopted its running container %s, asleep", key, info.id[:12])
+                self._set(key, **found)
+                self._found_asleep(key, metrics)  # /health says 200 while asleep: no first answer
+                return
+        if (await self._health.probe(url, api_key)).serves(self._slots[key].instance.served_name):
+            log.info("%s: adopted its running container %s, ready", key, info.id[:12])
+            slot = self._slots[key]
+            slot.failed_probes = 0
+            slot.last_used = slot.last_used or self._clock.now()
+            self._set(
+                key,
+                state=InstanceState.READY,
+                progress=None,
+                started_at=self._clock.now(),
+                last_used=slot.last_used,
+                **found,
+            )
+            self._ensure_monitor(key)
+            return
+        # How far its load has come, from its log: another process may be starting it.
+        progress = LoadProgress()
+        for line in await self._whole_log(info.id, deque()):
+            progress.feed(line)
+        self._slots[key].adopted_progress = (info.id, progress)
+        log.info("%s: adopted its running container %s, still loading", key, info.id[:12])
+        self._set(
+            key,
+            state=InstanceState.STARTING,
+            progress=Progress(ProgressPhase.LOAD, progress.percent, progress.detail),
+            **found,
+        )
+        if self._watching:
+            self._start_adopted(key, info.id)
 
     def _found_asleep(self, key: str, metrics: ModelMetrics | None) -> bool:
         """True (and the model marked sleeping) when its server's ``metrics`` say it sleeps."""

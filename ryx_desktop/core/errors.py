@@ -59,10 +59,19 @@ class ModelPathMissingError(RyxError):
     hint = "Download the model into the models directory, or fix `model:` / `docker.models_dir`."
 
 
+def logs_hint(key: str) -> str:
+    """Where the whole log of model ``key`` is: what a hint about its log says.
+
+    A hint never points at lines "above": a notification shows none, and the window shows the
+    hint before them. Where log lines are shown, they come under their own heading.
+    """
+    return f"`ryx-desktop logs {key}` shows the whole log."
+
+
 class ContainerExitedError(RyxError):
     """The container stopped while the model was loading or serving."""
 
-    hint = "Read the log lines above; `ryx-desktop logs KEY` shows the whole log."
+    hint = "Its log tells why: run `ryx-desktop logs` with the model's key to read it whole."
 
     def __init__(
         self,
@@ -134,7 +143,10 @@ class SleepNotSupportedError(RyxError):
 class SleepFailedError(RyxError):
     """A sleep or wake step got an error answer from vLLM, or no answer at all."""
 
-    hint = "The model will be restarted instead; `ryx-desktop logs KEY` shows vLLM's side."
+    hint = (
+        "After a failed wake the model is restarted instead; its log (`ryx-desktop logs` and "
+        "the model's key) shows vLLM's side."
+    )
 
     def __init__(
         self,

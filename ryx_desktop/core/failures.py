@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ryx_desktop.core.diagnosis import Cause, diagnose
-from ryx_desktop.core.errors import ContainerExitedError, OutOfMemoryError
+from ryx_desktop.core.errors import ContainerExitedError, OutOfMemoryError, logs_hint
 
 #: Log lines a failure keeps to show.
 LOG_TAIL = 20
@@ -48,7 +48,7 @@ def exit_error(
     hint = found.hint
     if hint is None:
         hint = (
-            f"Read the log lines above; `ryx-desktop logs {key}` shows the whole log."
+            logs_hint(key)
             if lines
             else "It printed no log line: check that its image runs on this machine "
             "(`docker run --rm IMAGE --help`)."

@@ -10,6 +10,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from ryx_desktop.config import ModelConfig
+
+#: What a model without a GPU (``devices: none``) shows where others show their budget.
+NO_GPU = "no GPU"
+
+
+def gpu_budget(model: ModelConfig) -> float | None:
+    """The share of each of its GPUs ``model`` plans to take (``gpu_memory_utilization``).
+
+    None for a model that runs without a GPU (``devices: none``, or an empty list): it has no GPU
+    budget, whatever its ``gpu_memory_utilization`` says. The CLI, the window's table and the
+    gauge all ask here, so they agree.
+    """
+    if model.devices == "none" or not model.devices:
+        return None
+    return model.gpu_memory_utilization
+
 
 @dataclass(frozen=True, slots=True)
 class GpuProcess:

@@ -16,7 +16,15 @@ from collections.abc import Callable, Mapping, Sequence
 
 from ryx_desktop.config import Config, ModelConfig
 from ryx_desktop.core.errors import RyxError
-from ryx_desktop.core.gpu import GpuProbe, GpuReading, GpuStatus, GpuVram, ModelVram, VramReport
+from ryx_desktop.core.gpu import (
+    GpuProbe,
+    GpuReading,
+    GpuStatus,
+    GpuVram,
+    ModelVram,
+    VramReport,
+    gpu_budget,
+)
 from ryx_desktop.core.planner import gpus_of
 from ryx_desktop.core.ports import Clock, ContainerRuntime
 from ryx_desktop.core.states import Instance, InstanceState
@@ -106,7 +114,7 @@ def _model_vram(
         key=key,
         name=inst.name if inst is not None else model.display_name(key),
         used_bytes=used_bytes,
-        budget_fraction=model.gpu_memory_utilization,
+        budget_fraction=gpu_budget(model),
         running=inst is not None and inst.running,
     )
 

@@ -30,13 +30,21 @@ def parse_startup_complete(line: str) -> bool:
     return any(marker in line for marker in STARTUP_LINES)
 
 
+_SKIP_CHECK = (
+    "set `first_answer_check: false` to skip this check (the model will then fail on its first "
+    "real request instead)."
+)
+
+
 class FirstAnswerError(ContainerExitedError):
     """The model's server said it was healthy but could not answer a 1-token request."""
 
-    hint = (
-        "Read the log lines above for the engine's error; set `first_answer_check: false` "
-        "to skip this check (the model will then fail on its first real request instead)."
-    )
+    hint = f"The model's log shows the engine's error; {_SKIP_CHECK}"
+
+
+def first_answer_hint(key: str) -> str:
+    """``FirstAnswerError``'s hint for model ``key``."""
+    return f"`ryx-desktop logs {key}` shows the engine's error; {_SKIP_CHECK}"
 
 
 async def sleep_or_wake(clock: Clock, seconds: float, wake: asyncio.Event) -> bool:

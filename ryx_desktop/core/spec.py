@@ -114,12 +114,14 @@ def build_spec(key: str, config: Config, environ: Mapping[str, str] | None = Non
         mounts=mounts,
         env=env,
         labels=labels,
-        host_model_path=_host_model_path(model.model, docker.models_dir),
+        host_model_path=host_model_path(model.model, docker.models_dir),
         secret_env=secret,
     )
 
 
-def _host_model_path(model: str, models_dir: Path) -> str | None:
+def host_model_path(model: str, models_dir: Path) -> str | None:
+    """Where ``model`` (``/models/...``) lies on the host: under ``models_dir``; None when it
+    points elsewhere (a Hugging Face name, or a path the container has of its own)."""
     path = PurePosixPath(model)
     mount = PurePosixPath(MODELS_MOUNT)
     if path.is_absolute() and (path == mount or mount in path.parents):

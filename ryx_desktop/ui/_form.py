@@ -41,8 +41,9 @@ def check_config(data: Mapping[str, Any]) -> Checked:
     try:
         return Checked(Config.model_validate(dict(data)))
     except ValidationError as exc:
-        # The loader's wording, so the file check and the dialogs say the same thing.
-        return Checked(None, tuple(validation_problems(exc)))
+        # The loader's wording, so the file check and the dialogs say the same thing, and
+        # every problem at once: the checks across models run on what validated.
+        return Checked(None, tuple(validation_problems(exc, dict(data))))
 
 
 def place(
@@ -139,6 +140,11 @@ class FieldErrors:
             by_field.setdefault(field if field in self._labels else None, []).append(message)
         for field, label in [*self._labels.items(), (None, self._general)]:
             _set_text(label, "\n".join(by_field.get(field, [])))
+        self._fit()
+
+    def show_field(self, field: str, message: str) -> None:
+        """Show ``message`` on ``field``'s line alone ("" clears it); the other lines stay."""
+        _set_text(self._labels[field], message)
         self._fit()
 
     def _fit(self) -> None:

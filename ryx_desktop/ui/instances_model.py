@@ -32,8 +32,8 @@ from PySide6.QtWidgets import (
     QStyleOptionViewItem,
 )
 
-from ryx_desktop.config import Config
-from ryx_desktop.core.gpu import VramReport
+from ryx_desktop.config import Config, ModelConfig
+from ryx_desktop.core.gpu import NO_GPU, VramReport
 from ryx_desktop.core.states import Instance, InstanceState, Progress, ProgressPhase
 from ryx_desktop.core.supervisor import configured_instance
 from ryx_desktop.ui.bridge import EngineBridge
@@ -237,7 +237,9 @@ class InstancesTableModel(QAbstractTableModel):
                 return str(inst.port) if inst.port is not None else "external"
             case Column.BUDGET:
                 budget = inst.gpu_memory_utilization
-                return f"{budget * 100:.0f} %" if budget is not None else NONE
+                if budget is None:
+                    return NO_GPU if isinstance(model, ModelConfig) else NONE
+                return f"{budget * 100:.0f} %"
             case Column.VRAM:
                 return self._vram_text(inst)
             case Column.REQUESTS:

@@ -5,24 +5,30 @@ that already runs at a URL) share the naming fields; a type choice switches betw
 Saving writes the whole config atomically through the bridge and applies it to the running
 engine; when the edited model runs with a container spec that now differs, the user is offered
 a restart. The other models come from the config as it is when Save is pressed; a hand edit of
-the edited model made meanwhile fills the fields again instead of being undone.
+the edited model made meanwhile fills the fields again instead of being undone. A model path in
+the models folder (``/models/...``) that is not there is said at once, under the field, and a
+Save refuses it; Browse… picks the folder and fills in its ``/models/...`` path.
 """
 
 from __future__ import annotations
 
 import inspect
+import os
 import re
 import shlex
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFormLayout,
+    QHBoxLayout,
     QLabel,
     QLineEdit,
     QPlainTextEdit,
+    QPushButton,
     QVBoxLayout,
     QWidget,
 )
@@ -39,7 +45,14 @@ from ryx_desktop.ui._form import (
     put,
     shown,
 )
-from ryx_desktop.ui._questions import ask_yes_no
+from ryx_desktop.ui._model_path import (
+    Exists,
+    PickFolder,
+    chosen_model_path,
+    model_path_problem,
+    outside_message,
+)
+from ryx_desktop.ui._questions import ask_folder, ask_yes_no
 from ryx_desktop.ui.bridge import EngineBridge
 
 #: Asked with the keys of running models whose spec changed; True restarts them. It may also
@@ -60,10 +73,14 @@ class ModelDialog(ConfigDialog):
         parent: QWidget | None = None,
         *,
         ask_restart: AskRestart | None = None,
+        pick_folder: PickFolder | None = None,
+        path_exists: Exists = os.path.exists,
     ) -> None:
         super().__init__(bridge, parent)
         self._key = key
         self._ask_restart: AskRestart = ask_restart or self._question
+        self._pick_folder: PickFolder = pick_folder or self._ask_folder
+        self._exists = path_exists
         self.setWindowTitle(f"Edit model {key}" if key else "Add a model")
         self.errors = FieldErrors(QLabel())
         self.fields: dict[str, QLineEdit] = {}
@@ -83,7 +100,7 @@ class ModelDialog(ConfigDialog):
         self._line("size", "Size", "small, medium, powerful, ...")
         self._rows: tuple[list[QWidget], list[QWidget]] = ([], [])  # managed, remote only
         managed, remote = self._rows
-        managed.append(self._line("model", "Model path", "/models/... or a Hugging Face name"))
+        managed.append(self._model_row())
         managed.append(self._line("port", "Port", "host port on 127.0.0.1"))
         managed.append(self._line("image", "Image", "default: the Docker settings' image"))
         managed.append(self._line("gpu_memory_utilization", "GPU memory share", "0 to 1: 0.3"))
@@ -99,6 +116,7 @@ class ModelDialog(ConfigDialog):
         managed.append(self._line("idle_ttl", "Idle timeout (s)", "empty: the general setting"))
         remote.append(self._line("url", "URL", "http://host:port of an OpenAI-compatible server"))
         self.kind.currentIndexChanged.connect(self._show_rows)
+        self.kind.currentIndexChanged.connect(self._check_model_path)
         self._show_rows(MANAGED)
 
         layout = QVBoxLayout(self)
@@ -118,6 +136,9 @@ class ModelDialog(ConfigDialog):
             return False
         if self._key is None and key in config.models:
             problems.append(("key", f"there is already a model called {key!r}"))
+        missing = self._model_path_problem()
+        if missing is not None and self._model_path_changed():
+            problems.append(("model", missing))
         # Validated with the model last, so a clash with another model is blamed on this one.
         others = {k: m for k, m in config.models.items() if k != key}
         checked = check_config({**config_data(config), "models": {**others, key: entry}})
@@ -157,6 +178,64 @@ class ModelDialog(ConfigDialog):
             f"{names} is running with its old settings. Restart it now to apply the change?",
             default_yes=True,
         )
+
+    # ---- the model path ---------------------------------------------------------------------
+
+    def _model_row(self) -> QWidget:
+        """The model path's field with its Browse… button."""
+        edit = QLineEdit()
+        edit.setObjectName("model")
+        edit.setPlaceholderText("/models/... or a Hugging Face name")
+        edit.textChanged.connect(self._check_model_path)
+        self.fields["model"] = edit
+        self.browse = QPushButton("Browse…")
+        self.browse.setObjectName("browse-model")
+        self.browse.setToolTip("Choose the model's folder in the models folder")
+        self.browse.clicked.connect(self._on_browse)
+        box = QWidget()
+        row = QHBoxLayout(box)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(edit)
+        row.addWidget(self.browse)
+        return self._row("model", "Model path", box)
+
+    def _on_browse(self) -> None:
+        self._bridge.spawn(self.browse_model())
+
+    async def browse_model(self) -> bool:
+        """Ask for the model's folder and fill in its ``/models/...`` path; True when filled."""
+        models_dir = self._bridge.config.docker.models_dir
+        start = models_dir if self._exists(str(models_dir)) else Path.home()
+        chosen = await self._pick_folder(start)
+        if chosen is None:
+            return False
+        path = chosen_model_path(chosen, models_dir)
+        if path is None:
+            self.errors.show_field("model", outside_message(chosen, models_dir))
+            return False
+        self.fields["model"].setText(path)  # checked again as it changes
+        return True
+
+    def _check_model_path(self, *_: object) -> None:
+        """Say under the field, as it is typed, when the path is not in the models folder."""
+        self.errors.show_field("model", self._model_path_problem() or "")
+
+    def _model_path_problem(self) -> str | None:
+        if self.kind.currentIndex() != MANAGED:
+            return None
+        text = self.fields["model"].text().strip()
+        if not text:
+            return None
+        return model_path_problem(text, self._bridge.config.docker, self._exists)
+
+    def _model_path_changed(self) -> bool:
+        """Whether the path is another than the edited model's (every path of a new model is)."""
+        existing = self._bridge.config.models.get(self._key) if self._key is not None else None
+        text = self.fields["model"].text().strip()
+        return not isinstance(existing, ModelConfig) or existing.model != text
+
+    async def _ask_folder(self, start: Path) -> Path | None:
+        return await ask_folder(self, "Choose the model's folder", start)
 
     # ---- fields <-> config data -------------------------------------------------------------
 

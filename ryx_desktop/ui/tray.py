@@ -1,10 +1,12 @@
 """The tray icon: the selected model's state at a glance, a menu of every model, notifications.
 
-The icon's colour is the selected model's state (see ``icons.state_icon``); its tooltip names
-the model, its state, the VRAM in use and the proxy URL. The context menu is rebuilt from the
-bridge's live snapshots each time it opens, so it never shows stale states; a model that runs
-with vLLM's sleep mode gets Sleep (level 1) and Wake beside Start and Stop. Commands go down
-through the bridge as coroutines; the tray itself never waits on the engine.
+The icon's colour is the selected model's state (see ``icons.state_icon``), amber while any
+other model loads or wakes (a request through the proxy may start one); its tooltip names the
+model, its state, every other model loading or waking (``loading Coder 40 %``), the VRAM in use
+and the proxy URL. The context menu is rebuilt from the bridge's live snapshots each time it
+opens, so it never shows stale states; a model that runs with vLLM's sleep mode gets Sleep
+(level 1) and Wake beside Start and Stop. Commands go down through the bridge as coroutines;
+the tray itself never waits on the engine.
 """
 
 from __future__ import annotations
@@ -20,9 +22,15 @@ from ryx_desktop.core.gpu import VramReport
 from ryx_desktop.core.states import Instance, InstanceState
 from ryx_desktop.ui.bridge import EngineBridge
 from ryx_desktop.ui.icons import state_icon
-from ryx_desktop.ui.state_text import asleep_level, load_percent, sleep_detail, state_text
+from ryx_desktop.ui.state_text import (
+    asleep_level,
+    is_waking,
+    load_percent,
+    sleep_detail,
+    state_text,
+)
 
-__all__ = ["Notification", "TrayIcon", "load_percent", "state_text", "vram_text"]
+__all__ = ["Notification", "TrayIcon", "activity_text", "load_percent", "state_text", "vram_text"]
 
 APP_NAME = "ryx-desktop"
 GIB = 1024**3
@@ -39,6 +47,13 @@ class Notification:
     title: str
     message: str
     warning: bool = False
+
+
+def activity_text(inst: Instance) -> str:
+    """What a starting model is doing, for the tooltip: ``loading Coder 40 %``, ``waking Coder``."""
+    word = "waking" if is_waking(inst) else "loading"
+    percent = load_percent(inst)
+    return f"{word} {inst.name}" + (f" {percent} %" if percent is not None else "")
 
 
 def vram_text(report: VramReport | None) -> str | None:
@@ -128,6 +143,15 @@ class TrayIcon(QObject):
     def refresh(self) -> None:
         """Redraw the icon and tooltip from the live state (e.g. after the proxy URL changed)."""
         self._show_state(self._selected_instance())
+
+    def loading_others(self) -> list[Instance]:
+        """The models other than the selected one that are loading or waking, in config order."""
+        selected = self._bridge.selected()
+        return [
+            i
+            for i in self._bridge.instances()
+            if i.key != selected and i.state is InstanceState.STARTING
+        ]
 
     def rebuild_menu(self) -> None:
         """Fill the menu from the live snapshots (connected to the menu's ``aboutToShow``)."""
@@ -272,6 +296,9 @@ class TrayIcon(QObject):
 
     def _show_state(self, inst: Instance | None) -> None:
         key: _IconKey = (None, None) if inst is None else (inst.state, load_percent(inst))
+        others = self.loading_others()
+        if others and key[0] is not InstanceState.STARTING:
+            key = (InstanceState.STARTING, load_percent(others[0]))  # amber: something loads
         if key != self._icon_key:
             self._icon_key = key
             self._tray.setIcon(self._icon(*key))
@@ -286,6 +313,7 @@ class TrayIcon(QObject):
         lines.append(f"{inst.name}: {state_text(inst)}" if inst else "No model selected")
         if inst is not None and asleep_level(inst) is not None:
             lines.append(sleep_detail(inst.sleep_level, inst.host_ram_bytes))
+        lines += [activity_text(other) for other in self.loading_others()]
         vram = vram_text(self._bridge.vram())
         if vram is not None:
             lines.append(vram)
@@ -304,8 +332,7 @@ class TrayIcon(QObject):
         self._asleep[inst.key] = asleep_level(inst)
         if previous is not None and was_asleep is None and self._asleep[inst.key] is not None:
             self._notify_asleep(inst)
-        if inst.key == self._bridge.selected():
-            self._show_state(inst)
+        self.refresh()  # the selected model, or another one loading (a request's cold start)
 
     def _on_selection(self, _key: str | None) -> None:
         self.refresh()

@@ -295,3 +295,17 @@ def test_the_progress_bar_is_painted_while_starting(qapp: QApplication) -> None:
             await cancel(start_c)
 
     run_on_qt(qapp, scenario())
+
+
+def test_a_cpu_model_has_no_gpu_budget_as_in_the_cli(qapp: QApplication) -> None:
+    async def scenario() -> None:
+        models = {
+            "cpu": managed(8001, devices="none", gpu_memory_utilization=0.5),
+            "gpu": managed(8002, gpu_memory_utilization=0.3),
+        }
+        async with engine_rig(models) as rig:
+            model = InstancesTableModel(rig.bridge)
+            assert cell(model, "cpu", Column.BUDGET) == "no GPU"  # the CLI's words
+            assert cell(model, "gpu", Column.BUDGET) == "30 %"
+
+    run_on_qt(qapp, scenario())

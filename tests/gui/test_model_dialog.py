@@ -28,6 +28,9 @@ from tests.support.artifacts import artifact_path
 from tests.support.fakes import FakeHealth, FakeRuntime, VirtualClock
 from tests.support.waiting import wait_for
 
+#: Folders the models folder of ``config_rig`` holds (``/models/b`` is there).
+MODEL_FOLDERS = ("b", "coder")
+
 
 @dataclass
 class ConfigRig:
@@ -40,7 +43,8 @@ class ConfigRig:
     applied: list[Config] = field(default_factory=list)  # configChanged, once per save
 
     def files(self) -> list[str]:
-        return sorted(p.name for p in self.path.parent.iterdir())
+        """The files beside the config (the models folder left out)."""
+        return sorted(p.name for p in self.path.parent.iterdir() if p.name != "models")
 
     def starts(self) -> list[str]:
         return [key for verb, key in self.runtime.calls if verb == "start"]
@@ -50,8 +54,14 @@ class ConfigRig:
 async def config_rig(
     tmp_path: Path, models: dict[str, Any], **top: Any
 ) -> AsyncIterator[ConfigRig]:
-    """A saved config with ``models``, its watching supervisor, and a bridge that saves to it."""
+    """A saved config with ``models``, its watching supervisor, and a bridge that saves to it.
+
+    The models folder is ``tmp_path/models``, holding the folders the tests' new models name.
+    """
     path = tmp_path / "config.yaml"
+    for folder in MODEL_FOLDERS:
+        (tmp_path / "models" / folder).mkdir(parents=True, exist_ok=True)
+    top.setdefault("docker", {"models_dir": str(tmp_path / "models")})
     save_config(Config.model_validate({"models": models, **top}), path)
     config = load_config(path)
     runtime = FakeRuntime()
@@ -325,5 +335,20 @@ def test_env_lines_must_be_name_equals_value(qapp: QApplication, tmp_path: Path)
             assert "line 2: write NAME=VALUE, not 'not a setting'" in errors
             assert "set the GPUs with `devices:` instead of CUDA_VISIBLE_DEVICES" in errors
             assert rig.path.read_bytes() == before
+
+    run_on_qt(qapp, scenario())
+
+
+def test_every_problem_shows_at_once_clashes_beside_bad_values(
+    qapp: QApplication, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        async with config_rig(tmp_path, {"a": managed(8001, aliases=["x"])}) as rig:
+            dialog = ModelDialog(rig.bridge, None)
+            fill(dialog, **{**NEW_MODEL, "port": "8001"}, gpu_memory_utilization="1.5", aliases="x")
+            assert not await dialog.submit()
+            assert "must be a share of GPU memory" in dialog.errors.text("gpu_memory_utilization")
+            assert "port 8001 is already used by model 'a'" in dialog.errors.text("port")
+            assert "alias 'x' is already the alias of model 'a'" in dialog.errors.text("aliases")
 
     run_on_qt(qapp, scenario())

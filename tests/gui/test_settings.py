@@ -181,3 +181,18 @@ def test_an_autostart_failure_is_shown_and_keeps_the_dialog_open(
             assert dialog.result() != QDialog.DialogCode.Accepted
 
     run_on_qt(qapp, scenario())
+
+
+def test_a_clash_shows_beside_bad_numbers_at_once(qapp: QApplication, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with config_rig(tmp_path, {"a": managed(8001)}) as rig:
+            dialog = SettingsDialog(rig.bridge)
+            dialog.fields["idle_ttl"].setText("-5")
+            dialog.fields["proxy.port"].setText("8001")  # a model's port
+            assert not await dialog.submit()
+            assert dialog.errors.text("idle_ttl") == "must be greater than 0.0, got -5"
+            assert "models.a.port: port 8001 is already used by the proxy" in dialog.errors.text(
+                None
+            )
+
+    run_on_qt(qapp, scenario())

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QApplication, QSystemTrayIcon
 from ryx_desktop.core.gpu import GpuVram, VramReport
 from ryx_desktop.core.states import InstanceState
 from ryx_desktop.ui.icons import AMBER, GREEN, GREY, RED
-from ryx_desktop.ui.tray import GIB, TrayIcon
+from ryx_desktop.ui.tray import GIB, TrayIcon, load_percent
 from tests.gui.fixtures_engine import EngineRig, engine_rig, managed, run_on_qt
 from tests.support.fakes import settle
 from tests.support.waiting import wait_for
@@ -272,6 +272,8 @@ def test_notifications_on_ready_failure_idle_stop_and_failed_commands(
             assert title == "Beta 3B failed"
             assert message.splitlines()[0] == failure.message
             assert "exited with code 1" in message
+            # No log line is shown here: the hint names the real key and points at no lines.
+            assert message.splitlines()[-1] == "`ryx-desktop logs b` shows the whole log."
             assert tray.notifications[-1].warning
 
             await rig.clock.advance(61)
@@ -321,5 +323,41 @@ def test_tray_signals_for_the_window_logs_and_quit(qapp: QApplication) -> None:
             assert tray.is_visible()
             tray.hide()
             assert not tray.is_visible()
+
+    run_on_qt(qapp, scenario())
+
+
+def test_a_cold_start_of_another_model_shows_in_the_icon_and_tooltip(qapp: QApplication) -> None:
+    async def scenario() -> None:
+        async with engine_rig(MODELS, default_model="a") as rig:
+            rig.runtime.behaviour["b"] = "slow"
+            tray = TrayIcon(rig.bridge)
+            await rig.bridge.start("a")
+            await settle()
+            assert centre_colour(tray) == named(GREEN)
+
+            # A request names b: the proxy starts it, the selection stays on a.
+            starting = rig.bridge.spawn(rig.supervisor.ensure_ready("b"))
+
+            def loading() -> bool:
+                progress = rig.supervisor.get("b").progress
+                return progress is not None and progress.percent is not None
+
+            await wait_for(loading, "b to report its load progress")
+            await settle()
+            percent = load_percent(rig.supervisor.get("b"))
+            lines = tray.tray.toolTip().splitlines()
+            assert "Alpha 7B: ready" in lines
+            assert f"loading Beta 3B {percent} %" in lines
+            assert centre_colour(tray) == named(AMBER)  # something loads
+            open_menu(tray)  # rebuilt from the live snapshots as it opens
+            assert f"Beta 3B — starting {percent} %" in action(tray, "menu:b").text()
+
+            rig.container("b").serving = True
+            await rig.clock.advance(1)
+            await starting
+            await settle()
+            assert not any("Beta 3B" in line for line in tray.tray.toolTip().splitlines())
+            assert centre_colour(tray) == named(GREEN)
 
     run_on_qt(qapp, scenario())

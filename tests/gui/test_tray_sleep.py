@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QApplication
 
 from ryx_desktop.core.errors import SleepFailedError
 from ryx_desktop.core.states import InstanceState
-from ryx_desktop.ui.icons import AMBER, GREEN, INDIGO
+from ryx_desktop.ui.icons import AMBER, GREEN, GREY, INDIGO
 from ryx_desktop.ui.tray import TrayIcon
 from tests.gui.fixtures_engine import EngineRig, engine_rig, managed, run_on_qt
 from tests.gui.sleep_fixtures import SLEEP_MODELS, RecordingSleep
@@ -132,5 +132,47 @@ def test_a_model_put_to_sleep_when_idle_is_announced(qapp: QApplication) -> None
             assert note.title == "Sleepy 7B is asleep"
             assert note.message.startswith(f"Asleep at level {level}, idle for 60 s")
             assert not note.warning
+
+    run_on_qt(qapp, scenario())
+
+
+def test_a_failed_sleep_without_a_hint_of_its_own_names_the_models_log(
+    qapp: QApplication,
+) -> None:
+    async def scenario() -> None:
+        control = RecordingSleep()
+        control.errors["sleep"] = SleepFailedError("sleep failed: POST /sleep got no answer")
+        async with engine_rig(SLEEP_MODELS, default_model="s", sleep_control=control) as rig:
+            tray = TrayIcon(rig.bridge)
+            await rig.bridge.start("s")
+            await rig.bridge.sleep("s", 1)
+            note = tray.notifications[-1]
+            assert note.title == "Sleepy 7B: not done"
+            hint = note.message.splitlines()[-1]
+            assert hint == "It stays awake; `ryx-desktop logs s` shows vLLM's side."
+            assert rig.supervisor.get("s").state is InstanceState.READY
+
+    run_on_qt(qapp, scenario())
+
+
+def test_another_model_waking_shows_in_the_icon_and_tooltip(qapp: QApplication) -> None:
+    async def scenario() -> None:
+        control = RecordingSleep()
+        async with engine_rig(SLEEP_MODELS, default_model="p", sleep_control=control) as rig:
+            tray = TrayIcon(rig.bridge)
+            await rig.bridge.start("s")
+            await rig.bridge.sleep("s", 1)
+            await settle()
+            assert centre_colour(tray) == GREY.name()  # p, the selected one, is stopped
+            gate = control.hold("wake")
+            waking = rig.bridge.spawn(rig.supervisor.ensure_ready("s"))  # a request wakes it
+            await wait_for(lambda: ("wake", 1) in control.verbs(), "the wake call")
+            await settle()
+            assert "waking Sleepy 7B" in tray.tray.toolTip().splitlines()
+            assert centre_colour(tray) == AMBER.name()
+            gate.set()
+            await waking
+            await settle()
+            assert not any("Sleepy" in line for line in tray.tray.toolTip().splitlines())
 
     run_on_qt(qapp, scenario())

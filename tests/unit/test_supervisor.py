@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from ryx_desktop.config import Config
+from ryx_desktop.core._supervisor_base import USAGE_INTERVAL
 from ryx_desktop.core.errors import (
     BudgetExceededError,
     ContainerExitedError,
@@ -22,7 +23,6 @@ from ryx_desktop.core.errors import (
 from ryx_desktop.core.ports import RuntimeEvent, RuntimeEventKind
 from ryx_desktop.core.spec import build_spec
 from ryx_desktop.core.states import Instance, InstanceState, ProgressPhase
-from ryx_desktop.core._supervisor_base import USAGE_INTERVAL
 from ryx_desktop.core.supervisor import Supervisor
 from tests.support.fakes import FakeHealth, FakeRuntime, VirtualClock, settle
 

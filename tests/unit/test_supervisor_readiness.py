@@ -170,6 +170,7 @@ async def test_a_failed_first_answer_is_failed_with_vllms_reason_and_the_log() -
     assert inst.state is InstanceState.FAILED and inst.failure is not None
     assert "EngineCore encountered an issue" in inst.failure.message
     assert inst.failure.log_tail and "first_answer_check" in inst.failure.hint
+    assert inst.failure.hint.startswith("`ryx-desktop logs a` shows the engine's error")
     assert rig.runtime.containers == {}  # stopped: it must not hold its GPU
     await rig.sup.close()
 
