@@ -12,17 +12,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from ryx_desktop.adapters.chat_client import ProxyChatClient
+from ryx_desktop.adapters.conversation_db import SqliteConversationStore
 from ryx_desktop.adapters.docker_runtime import DockerRuntime
 from ryx_desktop.adapters.health import HttpHealthProbe
 from ryx_desktop.adapters.host import LocalHostFacts
 from ryx_desktop.adapters.vllm_sleep import HttpSleepControl
 from ryx_desktop.config import Config, save_config
+from ryx_desktop.core.chat import ChatService
 from ryx_desktop.core.clock import MonotonicClock
 from ryx_desktop.core.errors import ConfigError
 from ryx_desktop.core.gpu import GpuProbe
 from ryx_desktop.core.ports import Clock
+from ryx_desktop.core.routing import resolve_model
 from ryx_desktop.core.supervisor import Supervisor
-from ryx_desktop.proxy import ProxyServer
+from ryx_desktop.proxy import ProxyServer, resolve_api_key
 
 
 @dataclass
@@ -99,9 +103,45 @@ def build_proxy(
     *,
     host: str | None = None,
     port: int | None = None,
+    chat: ChatService | None = None,
 ) -> ProxyServer:
-    """The proxy in front of ``engine``'s models (``host``/``port`` override the config)."""
-    return ProxyServer(engine.config, engine.supervisor, environ=environ, host=host, port=port)
+    """The proxy in front of ``engine``'s models (``host``/``port`` override the config);
+    ``chat`` answers its sessions API (``/api/sessions``)."""
+    return ProxyServer(
+        engine.config, engine.supervisor, environ=environ, host=host, port=port, chat=chat
+    )
+
+
+@dataclass
+class Chat:
+    """Conversations kept in SQLite, and the service that sends them through the proxy.
+
+    The chat tab and the proxy's sessions API share it: one store, one client.
+    """
+
+    store: SqliteConversationStore
+    client: ProxyChatClient
+    service: ChatService
+
+    async def close(self) -> None:
+        """Close the client, then the store (after the proxy: its answers write to the store)."""
+        await self.client.close()
+        await self.store.close()
+
+
+def build_chat(
+    engine: Engine, environ: Mapping[str, str], path: Path, proxy_root: Callable[[], str]
+) -> Chat:
+    """The chat over the store at ``path``, talking to the proxy whose root URL (no ``/v1``)
+    ``proxy_root`` returns once it listens: a stopped or sleeping model starts or wakes, with
+    its progress, exactly as for any other client of the proxy."""
+    store = SqliteConversationStore(path)
+    client = ProxyChatClient(proxy_root, resolve_api_key(engine.config.proxy.api_key, environ))
+    supervisor = engine.supervisor
+    service = ChatService(
+        store, client, resolve=lambda name: resolve_model(supervisor.config, name)
+    )
+    return Chat(store, client, service)
 
 
 def make_config_applier(supervisor: Supervisor, path: Path) -> Callable[[Config], Awaitable[None]]:

@@ -19,8 +19,9 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TextIO
 
+from ryx_desktop.adapters.conversation_db import default_store_path
 from ryx_desktop.adapters.nvml import NvmlGpuProbe
-from ryx_desktop.app import build_engine, build_proxy
+from ryx_desktop.app import build_chat, build_engine, build_proxy
 from ryx_desktop.config import Config
 from ryx_desktop.core.states import Instance, InstanceState
 
@@ -106,16 +107,24 @@ async def serve(
         async with build_engine(config, environ, gpu_probe=gpus) as engine:
             states.seed(engine.supervisor.instances())
             engine.supervisor.subscribe(states)
-            async with build_proxy(engine, environ, host=host, port=port) as proxy:
-                selected = engine.supervisor.selected or "none"
-                print(
-                    f"ryx-desktop: proxy on {proxy.url} (selected model: {selected}); "
-                    "Ctrl+C stops it, models keep running",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                await stop.wait()
-                print("ryx-desktop: stopping the proxy", file=sys.stderr, flush=True)
+            # The sessions API's conversations: the same store as the desktop's chat tab.
+            chat = build_chat(
+                engine, environ, default_store_path(environ), lambda: proxy.local_root
+            )
+            try:
+                proxy = build_proxy(engine, environ, host=host, port=port, chat=chat.service)
+                async with proxy:
+                    selected = engine.supervisor.selected or "none"
+                    print(
+                        f"ryx-desktop: proxy on {proxy.url} (selected model: {selected}); "
+                        "Ctrl+C stops it, models keep running",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    await stop.wait()
+                    print("ryx-desktop: stopping the proxy", file=sys.stderr, flush=True)
+            finally:
+                await chat.close()
     finally:
         await gpus.close()
         for signum in (signal.SIGINT, signal.SIGTERM):

@@ -130,7 +130,7 @@ def preflight_headers(origin: str, headers: CIMultiDictProxy[str]) -> dict[str, 
     asked = headers.get("Access-Control-Request-Headers", "authorization, content-type")
     return {
         **cors_headers(origin),
-        "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+        "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
         "Access-Control-Allow-Headers": asked,
         "Access-Control-Max-Age": "600",
     }

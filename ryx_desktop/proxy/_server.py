@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from ryx_desktop.config import Config
+from ryx_desktop.core.chat import ChatService
 from ryx_desktop.core.errors import PortInUseError, RyxError, SleepNotSupportedError
 from ryx_desktop.core.routing import resolve_model
 from ryx_desktop.core.states import Instance, InstanceState, instance_json
@@ -32,6 +33,8 @@ from ryx_desktop.proxy._security import (
     require_key_when_exposed,
     resolve_api_key,
 )
+from ryx_desktop.proxy._sessions import PREFIX as SESSIONS_PREFIX
+from ryx_desktop.proxy._sessions import SessionsApi
 
 log = logging.getLogger("ryx_desktop.proxy")
 
@@ -58,12 +61,14 @@ class ProxyServer:
         body_timeout: float | None = None,
         loading_interval: float = 3.0,
         shutdown_grace: float = 2.0,
+        chat: ChatService | None = None,
     ) -> None:
         """``header_timeout``: seconds a client has to send a request's headers (then it is
         dropped); ``body_timeout``: seconds to send the body once the headers are in (then
         408), like nginx's ``client_body_timeout`` but for the whole body, so that a body
         trickled a byte at a time cannot hold a connection and its buffer for long;
-        ``shutdown_grace``: what ``close`` gives requests in flight before it cuts them."""
+        ``shutdown_grace``: what ``close`` gives requests in flight before it cuts them;
+        ``chat``: what the sessions API (``/api/sessions``) uses, 503 for it when None."""
         self._config = config
         self._supervisor = supervisor
         self._host = host if host is not None else config.proxy.host
@@ -72,13 +77,15 @@ class ProxyServer:
         self._header_timeout = header_timeout
         self._shutdown_grace = shutdown_grace
         self.metrics = ProxyMetrics()
+        body_timeout = config.proxy.body_timeout if body_timeout is None else body_timeout
         self._forwarder = Forwarder(
             config.proxy,
             supervisor,
             self.metrics,
             loading_interval=loading_interval,
-            body_timeout=config.proxy.body_timeout if body_timeout is None else body_timeout,
+            body_timeout=body_timeout,
         )
+        self._sessions = SessionsApi(chat, supervisor, body_timeout=body_timeout)
         self._guard: Guard | None = None
         self._runner: web.ServerRunner | None = None
         self._unsubscribe: Callable[[], None] | None = None
@@ -89,6 +96,10 @@ class ProxyServer:
             "/metrics": {"GET": self._metrics},
             "/v1/models": {"GET": self._models},
             "/api/instances": {"GET": self._instances},
+            SESSIONS_PREFIX: {
+                "GET": self._sessions.list_sessions,
+                "POST": self._sessions.create_session,
+            },
             **{path: {"POST": self._forward} for path in FORWARDED_PATHS},
         }
 
@@ -104,6 +115,14 @@ class ProxyServer:
         """The base URL clients use, e.g. ``http://127.0.0.1:8420/v1``."""
         host = self._host if ":" not in self._host else f"[{self._host}]"
         return f"http://{host}:{self.port}/v1"
+
+    @property
+    def local_root(self) -> str:
+        """The root URL (no ``/v1``) a client on this machine reaches it at: the loopback
+        address when it listens on every interface."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self._host, self._host)
+        host = host if ":" not in host else f"[{host}]"
+        return f"http://{host}:{self.port}"
 
     async def start(self) -> None:
         """Listen; PortInUseError when the port is taken, ConfigError for an unsafe setup."""
@@ -164,6 +183,7 @@ class ProxyServer:
             return
         for site in list(runner.sites):
             await site.stop()
+        await self._sessions.cut_all()  # long answers: kept as cut rather than waited for
         await self._forwarder.drain(self._shutdown_grace)
         await runner.cleanup()
         await self._forwarder.close()
@@ -282,6 +302,8 @@ class ProxyServer:
 
     async def _control(self, request: web.BaseRequest, extra: dict[str, str]) -> web.StreamResponse:
         path = request.path
+        if path.startswith(SESSIONS_PREFIX + "/"):
+            return await self._sessions.item(request, extra)
         name, _, action = path[len(_CONTROL_PREFIX) :].rpartition("/")
         if not path.startswith(_CONTROL_PREFIX) or not name or action not in _CONTROL_ACTIONS:
             if path.startswith("/v1/models/") and request.method == "GET":
