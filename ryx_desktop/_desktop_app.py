@@ -22,11 +22,13 @@ from ryx_desktop.core.gpu import GpuProbe
 from ryx_desktop.core.gpu_monitor import GpuMonitor
 from ryx_desktop.proxy import ProxyServer
 from ryx_desktop.ui.bridge import EngineBridge
+from ryx_desktop.ui.chat_tab import ChatTab
+from ryx_desktop.ui.setup_page import SetupPage
 from ryx_desktop.ui.tray import TrayIcon
 from ryx_desktop.ui.window import ManagerWindow
 
 if TYPE_CHECKING:
-    from ryx_desktop.app import Engine
+    from ryx_desktop.app import Chat, Engine
 
 log = logging.getLogger("ryx_desktop.desktop")
 
@@ -111,6 +113,11 @@ class Desktop:
     config_watcher: ConfigWatcher
     #: Why the proxy is off ("" while it runs): the status bar shows "Proxy off: <note>".
     proxy_note: str = ""
+    #: The chat page's and the sessions API's conversations (closed after the proxy).
+    chat: Chat | None = None
+    #: The window's pages with work of their own, ended before the window closes.
+    chat_page: ChatTab | None = None
+    setup_page: SetupPage | None = None
     #: What shutdown closed, in order (for people reading logs, and for tests).
     closed: list[str] = field(default_factory=list)
     _shut_down: bool = field(default=False, init=False)
@@ -176,12 +183,21 @@ class Desktop:
                 await self._step("models", self.engine.supervisor.stop_all)
             finally:
                 QApplication.restoreOverrideCursor()
+        if self.setup_page is not None:
+            self.setup_page.cancel()
+        if self.chat_page is not None:
+            try:  # an answer streaming now is kept, marked as cut
+                await self.chat_page.aclose()
+            except Exception:
+                log.exception("closing the chat page failed")
         if self.tray is not None:
             self.tray.hide()
         self.window.hide_on_close = False
         self.window.close()  # stops its timers and the log it follows
         if self.proxy is not None:
             await self._step("proxy", self.proxy.close)
+        if self.chat is not None:
+            await self._step("chat", self.chat.close)
         await self._step("gpu", self.gpu_monitor.close, self.gpu_probe.close)
         await self._step("engine", self.engine.close)
         self.bridge.close()

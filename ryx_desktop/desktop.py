@@ -46,14 +46,18 @@ from ryx_desktop._desktop_app import (
     MessageBoxes,
     QuitRequest,
 )
+from ryx_desktop.adapters.conversation_db import default_store_path
 from ryx_desktop.adapters.nvml import NvmlGpuProbe
-from ryx_desktop.app import Engine, build_engine, build_proxy
+from ryx_desktop.adapters.setup_probe import SetupProbe
+from ryx_desktop.app import Chat, Engine, build_chat, build_engine, build_proxy
 from ryx_desktop.config import (
+    MISSING,
     Config,
     ConfigWatcher,
     config_path,
     read_config,
 )
+from ryx_desktop.core.chat import ChatService
 from ryx_desktop.core.clock import MonotonicClock
 from ryx_desktop.core.errors import ConfigError, PortInUseError, RyxError
 from ryx_desktop.core.gpu import GpuProbe
@@ -63,9 +67,11 @@ from ryx_desktop.core.supervisor import Supervisor
 from ryx_desktop.desktop_entry import DEFAULT_COMMAND, Autostart, exec_line, launch_command
 from ryx_desktop.proxy import ProxyServer
 from ryx_desktop.ui.bridge import EngineBridge
+from ryx_desktop.ui.chat_tab import ChatTab
 from ryx_desktop.ui.event_loop import QtAsyncioLoop, use_qt_event_dispatcher
 from ryx_desktop.ui.icons import state_icon
 from ryx_desktop.ui.main_thread_gc import MainThreadGarbageCollector
+from ryx_desktop.ui.setup_page import SetupPage
 from ryx_desktop.ui.single_instance import SingleInstance, instance_name
 from ryx_desktop.ui.tray import TrayIcon
 from ryx_desktop.ui.window import ManagerWindow
@@ -86,7 +92,21 @@ class EngineFactory(Protocol):
 
 
 class ProxyFactory(Protocol):
-    def __call__(self, engine: Engine, environ: Mapping[str, str]) -> ProxyServer: ...
+    def __call__(
+        self, engine: Engine, environ: Mapping[str, str], chat: ChatService | None
+    ) -> ProxyServer: ...
+
+
+class ChatFactory(Protocol):
+    def __call__(
+        self, engine: Engine, environ: Mapping[str, str], proxy_root: Callable[[], str]
+    ) -> Chat: ...
+
+
+class SetupProbeFactory(Protocol):
+    def __call__(
+        self, engine: Engine, gpu_probe: GpuProbe, environ: Mapping[str, str]
+    ) -> SetupProbe: ...
 
 
 def _real_engine(
@@ -95,8 +115,20 @@ def _real_engine(
     return build_engine(config, environ, clock=clock, gpu_probe=gpu_probe)
 
 
-def _real_proxy(engine: Engine, environ: Mapping[str, str]) -> ProxyServer:
-    return build_proxy(engine, environ)
+def _real_proxy(
+    engine: Engine, environ: Mapping[str, str], chat: ChatService | None
+) -> ProxyServer:
+    return build_proxy(engine, environ, chat=chat)
+
+
+def _real_chat(engine: Engine, environ: Mapping[str, str], proxy_root: Callable[[], str]) -> Chat:
+    return build_chat(engine, environ, default_store_path(environ), proxy_root)
+
+
+def _real_setup_probe(
+    engine: Engine, gpu_probe: GpuProbe, environ: Mapping[str, str]
+) -> SetupProbe:
+    return SetupProbe(engine.runtime, gpu_probe, environ=environ)
 
 
 @dataclass(frozen=True)
@@ -105,6 +137,10 @@ class DesktopDeps:
 
     build_engine: EngineFactory = _real_engine
     build_proxy: ProxyFactory = _real_proxy
+    #: The conversations (SQLite) of the chat page and the proxy's sessions API.
+    build_chat: ChatFactory = _real_chat
+    #: What the setup page reads: Docker, the NVIDIA runtime, GPUs, the image, the models.
+    build_setup_probe: SetupProbeFactory = _real_setup_probe
     gpu_probe: Callable[[], GpuProbe] = NvmlGpuProbe
     clock: Clock = field(default_factory=MonotonicClock)
     tray_available: Callable[[], bool] = QSystemTrayIcon.isSystemTrayAvailable
@@ -167,7 +203,10 @@ async def start_desktop(
         await monitor.open()
         undo.push_async_callback(monitor.close)
 
-        built = deps.build_proxy(engine, environ)
+        # The chat page and the sessions API share one store; the chat goes through the proxy.
+        chat = deps.build_chat(engine, environ, lambda: built.local_root)
+        undo.push_async_callback(chat.close)  # after the proxy's close: its answers write here
+        built = deps.build_proxy(engine, environ, chat.service)
         proxy, proxy_error = await _start_proxy(built)
         proxy_note = _proxy_note(proxy_error, built.port) if proxy_error is not None else ""
         if proxy is not None:
@@ -191,6 +230,8 @@ async def start_desktop(
             proxy_note=proxy_note,
             quit_request=quit_request,
             watcher=watcher,
+            chat=chat,
+            first_run=fingerprint == MISSING,
         )
         await watcher.open()
         undo.push_async_callback(watcher.close)
@@ -216,8 +257,13 @@ def _build_ui(
     proxy_note: str,
     quit_request: QuitRequest,
     watcher: ConfigWatcher,
+    chat: Chat,
+    first_run: bool,
 ) -> Desktop:
-    """The bridge, the window and (when there is a tray) the tray icon, wired together."""
+    """The bridge, the window and (when there is a tray) the tray icon, wired together.
+
+    ``first_run`` (no config file yet): the window opens at once, on the setup page.
+    """
     bridge = EngineBridge(
         engine.supervisor,
         engine.runtime,
@@ -228,12 +274,28 @@ def _build_ui(
         apply_config=watcher.save,
     )
     clipboard = app.clipboard()
+    setup_probe = deps.build_setup_probe(engine, probe, environ)
+    setup_page = SetupPage(
+        config=lambda: bridge.config,
+        facts=setup_probe.facts,
+        scan=setup_probe.scan,
+        save=watcher.save,
+        pull=setup_probe.pull,
+        load_compose=setup_probe.load_compose,
+    )
+    bridge.configChanged.connect(setup_page.refresh)
+    chat_page = ChatTab(chat.service, bridge, clipboard=clipboard)
     window = ManagerWindow(
         bridge,
         clipboard=clipboard,
         clock=deps.clock.now,
         autostart=_autostart(environ, deps.launch_command),
+        chat_page=chat_page,
+        setup_page=setup_page,
     )
+    # The checklist is read each time the page comes forward (Docker may have started since).
+    window.pageShown.connect(lambda name: setup_page.recheck() if name == "setup" else None)
+    setup_page.modelsAdded.connect(lambda _keys: window.show_page("models"))
     window.set_proxy_status(proxy.url if proxy is not None else None, proxy_note)
     tray = TrayIcon(bridge, clipboard=clipboard) if deps.tray_available() else None
     desktop = Desktop(
@@ -248,6 +310,9 @@ def _build_ui(
         quit_request=quit_request,
         config_watcher=watcher,
         proxy_note=proxy_note,
+        chat=chat,
+        chat_page=chat_page,
+        setup_page=setup_page,
     )
     watcher.subscribe(desktop.on_config_file)
     if tray is not None:
@@ -261,6 +326,9 @@ def _build_ui(
         window.hide_on_close = False
         window.closed.connect(desktop.quit)
         window.show_notice(NO_TRAY_NOTICE)
+        desktop.show_window()
+    if first_run:
+        window.show_page("setup")
         desktop.show_window()
     return desktop
 

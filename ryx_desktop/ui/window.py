@@ -54,7 +54,7 @@ from ryx_desktop.ui.model_dialog import ModelDialog
 from ryx_desktop.ui.settings import AutostartEntry, SettingsDialog
 from ryx_desktop.ui.state_text import sleep_detail, state_word
 
-TITLE = "ryx-desktop - model manager"
+TITLE = "Model manager"  # Qt adds " — ryx-desktop" (the application display name)
 
 #: Asks the user a yes/no question (title, text) without blocking the loop.
 Confirm = Callable[[str, str], Awaitable[bool]]
@@ -72,6 +72,7 @@ ACTIONS = (
     "edit",
     "remove",
     "settings",
+    "setup",
 )
 #: The row's right-click menu: the toolbar's model actions and a level-2 sleep (None: a line).
 ROW_MENU = (
@@ -101,6 +102,7 @@ _ACTION_TEXT = {
     "edit": "Edit",
     "remove": "Remove",
     "settings": "Settings",
+    "setup": "Setup",
 }
 _ACTION_TIPS = {
     "start": "Start the model and wait until it is ready",
@@ -115,6 +117,7 @@ _ACTION_TIPS = {
     "edit": "Edit the model's settings",
     "remove": "Remove the model from the config (stopping it first)",
     "settings": "Proxy, Docker and GPU settings",
+    "setup": "What ryx-desktop needs (Docker, GPUs, the image), and find the models on disk",
 }
 #: The sleep actions' tip on a model that cannot sleep.
 NO_SLEEP_TIP = (
@@ -167,6 +170,7 @@ def action_states(
         "edit": row,
         "remove": row,
         "settings": True,
+        "setup": True,
     }
 
 
@@ -248,6 +252,8 @@ class ManagerWindow(QMainWindow):
     """The model manager. Closing it hides it while ``hide_on_close`` (the tray keeps running)."""
 
     closed = Signal()
+    #: The page brought forward (``models``, ``chat``, ``setup``).
+    pageShown = Signal(str)
 
     def __init__(
         self,
@@ -257,8 +263,12 @@ class ManagerWindow(QMainWindow):
         confirm: Confirm | None = None,
         clock: Callable[[], float] | None = None,
         autostart: AutostartEntry | None = None,
+        chat_page: QWidget | None = None,
+        setup_page: QWidget | None = None,
         parent: QWidget | None = None,
     ) -> None:
+        """``chat_page`` and ``setup_page`` become the window's Chat and Setup pages (beside
+        Models) when given."""
         super().__init__(parent)
         self._bridge = bridge
         self._confirm: Confirm = confirm if confirm is not None else self._ask
@@ -296,11 +306,21 @@ class ManagerWindow(QMainWindow):
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 0)
         splitter.setStretchFactor(2, 3)
+        # The pages: the models (table, gauge, details and log), and the chat and setup pages.
+        self.pages = QTabWidget(self)
+        self.pages.setObjectName("pages")
+        self.pages.setDocumentMode(True)
+        self._page_index: dict[str, int] = {"models": self.pages.addTab(splitter, "Models")}
+        if chat_page is not None:
+            self._page_index["chat"] = self.pages.addTab(chat_page, "Chat")
+        if setup_page is not None:
+            self._page_index["setup"] = self.pages.addTab(setup_page, "Setup")
+        self.pages.currentChanged.connect(lambda _index: self.pageShown.emit(self.current_page()))
         central = QWidget(self)
         layout = QVBoxLayout(central)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self._banner)
-        layout.addWidget(splitter, 1)
+        layout.addWidget(self.pages, 1)
         self.setCentralWidget(central)
 
         self._actions = self._build_toolbar()
@@ -400,6 +420,7 @@ class ManagerWindow(QMainWindow):
             "edit": lambda: self.open_model_dialog(self.current_key()),
             "remove": self.remove,
             "settings": self.open_settings,
+            "setup": lambda: self.show_page("setup"),
         }
         actions: dict[str, QAction] = {}
         for name, handler in handlers.items():
@@ -409,6 +430,8 @@ class ManagerWindow(QMainWindow):
             action.triggered.connect(lambda _checked=False, handler=handler: handler())
             actions[name] = action
         for name in ACTIONS:
+            if name == "setup" and "setup" not in self._page_index:
+                continue
             toolbar.addAction(actions[name])
             if name in ("restart", "wake", "logs"):
                 toolbar.addSeparator()
@@ -431,6 +454,15 @@ class ManagerWindow(QMainWindow):
     def action(self, name: str) -> QAction:
         """The action called ``name`` (see ``ACTIONS`` and ``ROW_MENU``)."""
         return self._actions[name]
+
+    def show_page(self, name: str) -> None:
+        """Bring the page ``name`` forward: ``models``, and ``chat`` or ``setup`` when given."""
+        self.pages.setCurrentIndex(self._page_index[name])
+
+    def current_page(self) -> str:
+        """The name of the page in front."""
+        index = self.pages.currentIndex()
+        return next(name for name, i in self._page_index.items() if i == index)
 
     def current_key(self) -> str | None:
         """The key of the table's selected row (None: no row)."""

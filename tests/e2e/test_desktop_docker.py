@@ -96,7 +96,7 @@ def test_start_watch_read_logs_and_stop_a_model_from_the_window(
             await drive(desktop)
         finally:
             await desktop.shutdown()
-        assert desktop.closed == ["proxy", "gpu", "engine"]
+        assert desktop.closed == ["proxy", "chat", "gpu", "engine"]
 
     async def drive(desktop: Desktop) -> None:
         window = desktop.window

@@ -30,7 +30,7 @@ from tests.support.xsession import Geometry, TrayHost, XDisplay, XSessionError, 
 pytestmark = [pytest.mark.x11, pytest.mark.docker]
 
 APP_CLASS = "ryx-desktop"  # WM_CLASS of every window the app opens
-WINDOW_TITLE = "model manager"
+WINDOW_TITLE = "Model manager"
 MODEL = "general"
 LOAD_SECONDS = 4  # the fake's load time: long enough to see the amber icon on the screen
 EXIT_TIMEOUT = 15.0
@@ -258,3 +258,57 @@ def test_tray_icon_menu_and_manager_window_in_a_real_x_session(
     container = docker_client.containers.get(f"ryx-vllm-{MODEL}")
     assert container.status == "running", "Quit (not 'Stop all and quit') stopped the model"
     assert not display.search("--class", APP_CLASS), "a window of the app outlived it"
+
+
+@pytest.fixture
+def first_run_env(app_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """The same session, but no config file yet: what a new user starts with."""
+    return {**app_env, "RYX_CONFIG": str(tmp_path / "fresh" / "config.yaml")}
+
+
+def test_a_first_run_opens_the_setup_page_in_a_real_x_session(
+    first_run_env: dict[str, str], tray: TrayHost, x_display: XDisplay, tmp_path: Path
+) -> None:
+    display = x_display
+    log_path = tmp_path / "first-run.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            ryx_desktop_command(),
+            env=first_run_env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
+    app = RunningApp(process, log_path)
+    try:
+        # With a tray host there, a first run still opens the window: on the setup page.
+        try:
+            windows = wait_until(
+                lambda: app.alive() and display.search("--name", WINDOW_TITLE),
+                "the window of a first run to be mapped",
+                timeout=60,
+            )
+        except XSessionError as exc:
+            pytest.fail(f"{exc}\n{display.tree()}\napp log:\n{app.log()}")
+        where = display.geometry(windows[0])
+        assert where.width >= 600 and where.height >= 400, where
+        # The checklist reads the real Docker engine; its first line says it answers.
+        shots: list[Path] = []
+
+        def checked() -> bool:
+            app.alive()
+            shot = display.screenshot(artifact_path("x11-first-run.png"), where)
+            shots.append(shot)
+            return distinct_colours(shot, where) > 8 and "setup checklist" in app.log()
+
+        wait_until(checked, "the setup page's checklist on the screen", timeout=30)
+        assert not (tmp_path / "fresh" / "config.yaml").exists()  # nothing written unasked
+        process.terminate()
+        code = process.wait(EXIT_TIMEOUT)
+        assert code == 0, app.log()
+        assert "Traceback" not in app.log(), app.log()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)

@@ -36,7 +36,11 @@ HOUR = 3600.0
 
 @pytest.fixture
 def environ(tmp_path: Path) -> dict[str, str]:
-    return {"HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    return {
+        "HOME": str(tmp_path / "home"),
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
+        "RYX_DATA_DIR": str(tmp_path / "data"),  # the chat's conversations
+    }
 
 
 def text_of(path: Path) -> str:

@@ -22,8 +22,10 @@ import httpx
 import pytest
 from PySide6.QtWidgets import QApplication, QMessageBox
 
+from ryx_desktop.adapters.setup_probe import SetupProbe
 from ryx_desktop.app import Engine, build_proxy
 from ryx_desktop.config import Config, save_config
+from ryx_desktop.core.chat import ChatService
 from ryx_desktop.core.clock import MonotonicClock
 from ryx_desktop.core.errors import DockerUnavailableError
 from ryx_desktop.core.gpu import GpuProbe, GpuReading, GpuStatus
@@ -45,6 +47,7 @@ from ryx_desktop.desktop import (
 from ryx_desktop.proxy import ProxyServer
 from ryx_desktop.ui.event_loop import QtAsyncioLoop
 from tests.support.fakes import FakeHealth, FakeRuntime
+from tests.support.setup_fakes import FakeSetupDocker
 from tests.support.waiting import wait_for
 
 GIB = 1024**3
@@ -117,9 +120,11 @@ class Rig:
         self.dialogs = RecordingDialogs()
         self.engine: Engine | None = None
         self.proxy_port = proxy_port
+        self.setup_docker = FakeSetupDocker("up")
         self.deps = DesktopDeps(
             build_engine=self._engine,
             build_proxy=self._proxy,
+            build_setup_probe=self._setup_probe,
             gpu_probe=lambda: self.probe,
             clock=MonotonicClock(),
             tray_available=lambda: tray,
@@ -143,8 +148,15 @@ class Rig:
         self.engine = Engine(config, self.runtime, self.health, supervisor)  # type: ignore[arg-type]
         return self.engine
 
-    def _proxy(self, engine: Engine, environ: Mapping[str, str]) -> ProxyServer:
-        return build_proxy(engine, environ, port=self.proxy_port)
+    def _proxy(
+        self, engine: Engine, environ: Mapping[str, str], chat: ChatService | None
+    ) -> ProxyServer:
+        return build_proxy(engine, environ, port=self.proxy_port, chat=chat)
+
+    def _setup_probe(
+        self, engine: Engine, gpu_probe: GpuProbe, environ: Mapping[str, str]
+    ) -> SetupProbe:
+        return SetupProbe(self.setup_docker, gpu_probe, environ=environ)  # type: ignore[arg-type]
 
     def stops(self) -> list[str]:
         return [key for verb, key in self.runtime.calls if verb == "stop"]
@@ -235,10 +247,51 @@ def busy_port() -> Iterator[int]:
 @pytest.fixture
 def environ(tmp_path: Path) -> dict[str, str]:
     # Start at login writes under XDG_CONFIG_HOME: never the real home.
-    return {"HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    return {
+        "HOME": str(tmp_path / "home"),
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
+        "RYX_DATA_DIR": str(tmp_path / "data"),  # the chat's conversations
+    }
 
 
 # ---- startup ------------------------------------------------------------------------------
+
+
+def test_first_run_opens_the_window_on_the_setup_page_and_adding_a_model_writes_the_file(
+    qapp: QApplication, tmp_path: Path, environ: dict[str, str]
+) -> None:
+    config_file = tmp_path / "fresh" / "config.yaml"  # no config file yet: a first run
+    rig = Rig(tray=True)
+
+    async def scenario() -> None:
+        desktop = await start_desktop(qapp, config_file, environ, rig.deps)
+        try:
+            window = desktop.window
+            # Even with a tray, a first run shows the window, on the setup page, checked.
+            assert window.isVisible()
+            assert window.current_page() == "setup"
+            page = window.pages.currentWidget()
+            await wait_for(lambda: page.facts is not None, "the setup checklist")
+            results = await page.recheck()
+            docker = next(r for r in results if r.name.startswith("Docker"))
+            assert docker.ok, docker
+            # The setup page stays reachable from the toolbar, and the Chat page is there.
+            window.show_page("models")
+            window.action("setup").trigger()
+            assert window.current_page() == "setup"
+            window.show_page("chat")
+            assert window.current_page() == "chat"
+        finally:
+            await desktop.shutdown()
+
+    quits = qapp.quitOnLastWindowClosed()
+    qapp.setQuitOnLastWindowClosed(False)  # as run_on_qt has it: the window closes at shutdown
+    try:
+        run_loop(qapp, scenario())
+    finally:
+        qapp.setQuitOnLastWindowClosed(quits)
+    assert rig.dialogs.shown == []
+    assert not config_file.exists()  # nothing is written until the user adds models
 
 
 def test_startup_builds_everything_and_the_proxy_answers(
@@ -280,7 +333,7 @@ def test_startup_builds_everything_and_the_proxy_answers(
     desktop, order = run_loop(qapp, scenario())
     assert rig.dialogs.shown == []
     assert order == ["proxy", "gpu monitor", "engine"]
-    assert desktop.closed == ["proxy", "gpu", "engine"]
+    assert desktop.closed == ["proxy", "chat", "gpu", "engine"]
     assert rig.probe.closed
 
 
@@ -314,7 +367,7 @@ def test_without_a_tray_the_window_opens_says_so_and_closing_it_quits(
     assert seen["visible"] is True
     assert seen["notice"] == NO_TRAY_NOTICE
     assert seen["hide_on_close"] is False
-    assert desktop.closed == ["proxy", "gpu", "engine"]
+    assert desktop.closed == ["proxy", "chat", "gpu", "engine"]
 
 
 def test_port_in_use_shows_why_and_the_app_runs_on_without_the_proxy(
@@ -350,7 +403,7 @@ def test_port_in_use_shows_why_and_the_app_runs_on_without_the_proxy(
     assert "proxy" in title
     assert f"127.0.0.1:{busy_port}" in message and "in use" in message
     assert "proxy.port" in hint
-    assert desktop.closed == ["gpu", "engine"]  # nothing to close for the proxy
+    assert desktop.closed == ["chat", "gpu", "engine"]  # nothing to close for the proxy
 
 
 def test_an_invalid_config_is_shown_and_exits_2(
@@ -483,7 +536,7 @@ def test_stop_all_and_quit_stops_the_models_first(
     assert seen["order"] == ["model stopped", "proxy", "gpu monitor", "engine"]
     assert rig.stops() == [MODEL]
     assert rig.runtime.by_key(MODEL) is None
-    assert desktop.closed == ["models", "proxy", "gpu", "engine"]
+    assert desktop.closed == ["models", "proxy", "chat", "gpu", "engine"]
     assert events[-1] == "stopped"
 
 
@@ -502,7 +555,7 @@ def test_qt_quitting_on_its_own_still_runs_the_whole_shutdown(
     code = run_app(qapp, config_file, environ, rig, started)
 
     assert code == EXIT_OK
-    assert seen["desktop"].closed == ["proxy", "gpu", "engine"]
+    assert seen["desktop"].closed == ["proxy", "chat", "gpu", "engine"]
     assert rig.probe.closed
 
 
@@ -526,7 +579,7 @@ def test_sigterm_quits_cleanly(qapp: QApplication, tmp_path: Path, environ: dict
     code = run_app(qapp, config_file, environ, rig, started)
 
     assert code == EXIT_OK
-    assert seen["desktop"].closed == ["proxy", "gpu", "engine"]
+    assert seen["desktop"].closed == ["proxy", "chat", "gpu", "engine"]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # given back afterwards
 
 

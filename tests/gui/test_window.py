@@ -61,7 +61,7 @@ def test_action_states_follow_the_row() -> None:
     external = Instance(
         key="r", name="r", served_name="r", external=True, state=InstanceState.UNREACHABLE
     )
-    always = {"add", "settings"}
+    always = {"add", "settings", "setup"}
     assert {k for k, v in action_states(None, None).items() if v} == always
     assert {k for k, v in action_states(stopped, None).items() if v} == always | {
         "start",
@@ -143,7 +143,7 @@ def test_select_makes_the_row_the_selected_model(qapp: QApplication) -> None:
                 assert window.current_key() == "a"  # opens on the selected model
                 assert not window.action("select").isEnabled()
                 window.select_model("remote")
-                assert enabled(window) == {"select", "edit", "remove", "add", "settings"}
+                assert enabled(window) == {"select", "edit", "remove", "add", "settings", "setup"}
                 window.action("select").trigger()
                 assert rig.bridge.selected() == "remote"
                 assert not window.action("select").isEnabled()
@@ -354,3 +354,9 @@ def test_the_default_confirmation_is_a_question_that_does_not_block(qapp: QAppli
                 assert [list(c.models) for c in applied.applied] == [["b", "c", "d", "remote"]]
 
     run_on_qt(qapp, scenario())
+
+
+def test_the_title_leaves_the_app_name_to_qt() -> None:
+    # Qt shows "TITLE — ryx-desktop" (the application display name): the name once, not twice.
+    assert "ryx-desktop" not in TITLE.lower()
+    assert TITLE == "Model manager"
