@@ -162,7 +162,9 @@ class DockerRuntime:
 
     ``executor`` runs the blocking SDK calls (default: the loop's default executor).
     ``check_model_paths`` checks the weights exist on this machine before a start; turn it off for
-    an engine on another machine.
+    an engine on another machine. ``address`` names the engine in messages when ``host`` is not
+    how users know it: an engine on an ``ssh://`` host is reached through the local end of an SSH
+    tunnel (``DockerRuntime(tunnel.url, address=target.url)``).
     """
 
     def __init__(
@@ -171,8 +173,10 @@ class DockerRuntime:
         *,
         executor: concurrent.futures.Executor | None = None,
         check_model_paths: bool = True,
+        address: str | None = None,
     ) -> None:
         self._host = host
+        self._address = address
         self._executor = executor
         self._check_model_paths = check_model_paths
         self._client: Any = None
@@ -183,6 +187,11 @@ class DockerRuntime:
     @property
     def address(self) -> str:
         """The engine's address, for messages."""
+        return self._address or self._endpoint
+
+    @property
+    def _endpoint(self) -> str:
+        """Where the engine is connected to."""
         return self._host or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -207,12 +216,12 @@ class DockerRuntime:
         The SDK leaks its socket when a unix connection fails (an unclosed-socket warning later);
         failing here first gives the same error without the leak.
         """
-        address = self.address
-        if not address.startswith("unix://"):
+        endpoint = self._endpoint
+        if not endpoint.startswith("unix://"):
             return
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
             probe.settimeout(_SOCKET_CHECK_TIMEOUT)
-            probe.connect(address[len("unix://") :])
+            probe.connect(endpoint[len("unix://") :])
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking ``fn(*args)`` in the executor; docker errors arrive translated."""

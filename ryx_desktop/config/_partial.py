@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from ryx_desktop.config._hosts import host_problems
 from ryx_desktop.config._schema import (
     AnyModel,
     AnyModelConfig,
@@ -55,6 +56,7 @@ def partial_problems(data: object, exc: ValidationError) -> list[Problem]:
     ports: dict[str, AnyModel] = {}
     names: dict[str, AnyModel] = {}
     unchecked: set[str] = set()
+    hosted: dict[str, AnyModel] = {}  # the models whose `host:` validated
     for key in keys:
         salvaged = _salvage(_ENTRY, raw_models[key])
         if salvaged is None or salvaged.dropped & _NAME_FIELDS:
@@ -65,8 +67,10 @@ def partial_problems(data: object, exc: ValidationError) -> list[Problem]:
             ports[key] = salvaged.value
         if not salvaged.dropped & _NAME_FIELDS:
             names[key] = salvaged.value
+        if "host" not in salvaged.dropped:
+            hosted[key] = salvaged.value
     default = data.get("default_model")
-    return consistency_problems(
+    problems = consistency_problems(
         keys,
         ports=ports,
         names=names,
@@ -74,6 +78,16 @@ def partial_problems(data: object, exc: ValidationError) -> list[Problem]:
         default_model=default if isinstance(default, str) else None,
         unchecked_names=unchecked,
     )
+    return problems + host_problems(_host_names(data.get("hosts")), hosted)
+
+
+def _host_names(raw: object) -> list[str] | None:
+    """The names under ``hosts:``, bad entries too (a model may name them); None: unreadable."""
+    if raw is None:
+        return []
+    if not isinstance(raw, Mapping):
+        return None
+    return [name for name in raw if isinstance(name, str)]
 
 
 def _proxy_port(raw: object) -> int | None:

@@ -90,6 +90,21 @@ def _home_relative(path: Path) -> str:
     return "~" if rest == Path(".") else f"~/{rest.as_posix()}"
 
 
+#: The files on this machine a host names (ssh keys, TLS files), by section of a host.
+HOST_FILES = {"ssh": ("identity_file", "config_file"), "tls": ("ca", "cert", "key")}
+
+
+def _local_files_home_relative(hosts: dict[str, Any]) -> dict[str, Any]:
+    """The dumped ``hosts:`` with the local files they name written as ``~/...``."""
+    for host in hosts.values():
+        for section, keys in HOST_FILES.items():
+            part = host.get(section)
+            for key in keys if isinstance(part, dict) else ():
+                if isinstance(part.get(key), str):
+                    part[key] = _home_relative(Path(part[key]))
+    return hosts
+
+
 def dump_config(config: Config) -> str:
     """The config as YAML that loads back to an equal config; defaults left out where it helps."""
     data: dict[str, Any] = {}
@@ -98,7 +113,7 @@ def dump_config(config: Config) -> str:
     top = config.model_dump(mode="json", exclude_defaults=True, exclude={"proxy", "docker", "gpu"})
     for key, value in top.items():  # every general setting that is not its default
         if key not in ("default_model", "models"):
-            data[key] = value
+            data[key] = _local_files_home_relative(value) if key == "hosts" else value
     data["default_model"] = config.default_model
     data["models"] = {key: _model_dict(model) for key, model in config.models.items()}
     body = yaml.dump(

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,7 +19,12 @@ from pydantic import (
 )
 
 from ryx_desktop.config._api_key import api_key_problem
+from ryx_desktop.config._hosts import LOCAL, HostRef, Hosts, host_problems
 from ryx_desktop.config._paths import default_vllm_cache
+from ryx_desktop.config._problems import ConfigProblems as ConfigProblems  # re-exported
+from ryx_desktop.config._problems import Loc as Loc
+from ryx_desktop.config._problems import Problem as Problem
+from ryx_desktop.config._problems import dotted as dotted
 
 #: Fields that only make sense for a model ryx-desktop starts in a container.
 CONTAINER_FIELDS = (
@@ -38,6 +42,7 @@ CONTAINER_FIELDS = (
     "wake_timeout",
     "start_timeout",
     "first_answer_check",
+    "host",
 )
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -58,44 +63,6 @@ OWN_FLAGS = {
     "--max-model-len": "max_model_len",
     "--enable-sleep-mode": "sleep_mode",
 }
-
-Loc = tuple[str | int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One thing wrong with the config, at ``loc`` relative to the model that found it.
-
-    ``at_key`` points the position at the key itself (``port:``) rather than at its value.
-    """
-
-    loc: Loc
-    message: str
-    at_key: bool = False
-
-
-class ConfigProblems(ValueError):
-    """A validator's findings with their locations; the loader turns them into file positions."""
-
-    def __init__(self, problems: Iterable[Problem]) -> None:
-        self.problems = tuple(problems)
-        super().__init__("; ".join(_describe_problem(p) for p in self.problems))
-
-
-def _describe_problem(problem: Problem) -> str:
-    where = dotted(problem.loc)
-    return f"{where}: {problem.message}" if where else problem.message
-
-
-def dotted(loc: Sequence[str | int]) -> str:
-    """``('models', 'a', 'aliases', 0)`` as ``models.a.aliases[0]``."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
 
 
 def _stringify_scalars(value: Any) -> Any:
@@ -232,6 +199,7 @@ class ModelConfig(_Strict):
     wake_timeout: float | None = Field(None, gt=0)  # a wake slower than this restarts it
     start_timeout: float | None = Field(None, gt=0)
     first_answer_check: bool | None = None  # None: the top-level first_answer_check
+    host: HostRef = LOCAL  # a name from hosts:, or "any" (the scheduler picks)
 
     @property
     def external(self) -> bool:
@@ -391,6 +359,7 @@ class Config(_Strict):
     #: Before a model counts as ready it must answer one 1-token completion (vLLM's /health is
     #: 200 before any forward pass ran); a model that cannot is failed with vLLM's reason.
     first_answer_check: bool = True
+    hosts: Hosts = Field(default_factory=dict)  # more Docker engines, by name
     default_model: str | None = None
     models: dict[str, AnyModelConfig] = Field(default_factory=dict)
 
@@ -403,6 +372,7 @@ class Config(_Strict):
             proxy_port=self.proxy.port,
             default_model=self.default_model,
         )
+        problems += host_problems(self.hosts, self.models)
         if problems:
             raise ConfigProblems(problems)
         return self

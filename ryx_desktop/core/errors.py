@@ -164,3 +164,18 @@ class SleepFailedError(RyxError):
         self.status = status
         #: vLLM's own error message, or why no answer came.
         self.detail = detail
+
+
+class HostUnreachableError(RyxError):
+    """A remote host cannot be reached over SSH (refused, timed out, its key or ours refused),
+    or the SSH tunnel to it dropped and is not back."""
+
+    hint = (
+        "Check that the host is up and that `ssh` to it works without a prompt "
+        "(its key in known_hosts, our key in its authorized_keys)."
+    )
+
+    def __init__(self, message: str, hint: str | None = None, *, host: str = "") -> None:
+        super().__init__(message, hint)
+        #: The host as the config names it (``user@host:port``), for grouping and messages.
+        self.host = host

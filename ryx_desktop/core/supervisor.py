@@ -38,6 +38,7 @@ from ryx_desktop.core.errors import (
     StartCancelledError,
 )
 from ryx_desktop.core.gpu import GpuProbe
+from ryx_desktop.core.hosts import refuse_other_hosts
 from ryx_desktop.core.ports import Clock, ContainerRuntime, HealthProbe, HostFacts, SleepControl
 from ryx_desktop.core.readiness import GpuStartGate
 from ryx_desktop.core.routing import resolve_model
@@ -172,6 +173,7 @@ class Supervisor(Watching):
         container spec differs from the new config keeps its container, port and served name
         until it restarts: it is marked ``config_changed`` and its key returned.
         """
+        refuse_other_hosts(config)
         async with self._reconfiguring:
             return await self._reconfigure(config)
 
@@ -271,6 +273,7 @@ class Supervisor(Watching):
         opens anyway, says so (``engine_problem``), and adopts what runs once the engine
         answers (at login the app may start before the Docker service does).
         """
+        refuse_other_hosts(self._config)
         self._watching = watch
         try:
             found = await self._runtime.list_models()
