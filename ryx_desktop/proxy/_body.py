@@ -20,6 +20,7 @@ is not JSON.
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import json
 import re
@@ -28,6 +29,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from json.decoder import JSONDecodeError
 from typing import Any
+
+from aiohttp import web
 
 from ryx_desktop.proxy._errors import ProxyError
 
@@ -87,6 +90,24 @@ def invalid_json(*, nested: bool = False) -> ProxyError:
 def not_an_object() -> ProxyError:
     """The 400 for JSON that is not an object."""
     return ProxyError(400, "the request body must be a JSON object", "invalid_body")
+
+
+async def read_body(request: web.BaseRequest, timeout: float) -> bytes:
+    """The whole body; a 408 ProxyError (closing the connection) when it takes over ``timeout``
+    seconds to arrive. No deadline is armed when it is all here already (most bodies)."""
+    if request.content.is_eof():
+        return await request.read()
+    try:
+        async with asyncio.timeout(timeout):
+            return await request.read()
+    except TimeoutError:
+        raise ProxyError(
+            408,
+            f"the request body did not arrive within {timeout:g} s",
+            "body_timeout",
+            hint="Send the whole body at once, right after the headers",
+            close=True,
+        ) from None
 
 
 def parse_small(raw: bytes) -> RequestBody:

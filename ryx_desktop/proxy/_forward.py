@@ -27,7 +27,13 @@ from ryx_desktop.core.errors import RyxError
 from ryx_desktop.core.routing import resolve_model
 from ryx_desktop.core.states import Instance, InstanceState
 from ryx_desktop.core.supervisor import Supervisor
-from ryx_desktop.proxy._body import LARGE_BODY, RequestBody, parse_large, parse_small
+from ryx_desktop.proxy._body import (
+    LARGE_BODY,
+    RequestBody,
+    parse_large,
+    parse_small,
+    read_body,
+)
 from ryx_desktop.proxy._errors import ProxyError, sse_error
 from ryx_desktop.proxy._loading import LoadingNotes, loading_style
 from ryx_desktop.proxy._metrics import ProxyMetrics
@@ -201,20 +207,7 @@ class Forwarder:
         limit = self._config.max_body_mb * 1024 * 1024
         if length is not None and length > limit:
             raise web.HTTPRequestEntityTooLarge(max_size=int(limit), actual_size=length)
-        if request.content.is_eof():  # all here already (most bodies): no deadline to arm
-            raw = await request.read()
-        else:
-            try:
-                async with asyncio.timeout(self._body_timeout):
-                    raw = await request.read()
-            except TimeoutError:
-                raise ProxyError(
-                    408,
-                    f"the request body did not arrive within {self._body_timeout:g} s",
-                    "body_timeout",
-                    hint="Send the whole body at once, right after the headers",
-                    close=True,
-                ) from None
+        raw = await read_body(request, self._body_timeout)
         if len(raw) <= LARGE_BODY:
             return parse_small(raw)
         # Parsing 20 MB takes ~300 ms: a worker thread does it while the loop serves others.

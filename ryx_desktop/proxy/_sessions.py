@@ -44,6 +44,7 @@ from ryx_desktop.core.conversations import (
 from ryx_desktop.core.errors import UnknownModelError
 from ryx_desktop.core.routing import resolve_model
 from ryx_desktop.core.supervisor import Supervisor
+from ryx_desktop.proxy._body import read_body
 from ryx_desktop.proxy._errors import ProxyError, error_payload
 
 #: The collection's path; one session's is ``PREFIX/{id}``, its messages ``PREFIX/{id}/messages``.
@@ -240,17 +241,7 @@ class SessionsApi:
         )
 
     async def _read_object(self, request: web.BaseRequest, *, required: bool) -> dict[str, Any]:
-        try:
-            async with asyncio.timeout(self._body_timeout):
-                raw = await request.read()
-        except TimeoutError:
-            raise ProxyError(
-                408,
-                f"the request body did not arrive within {self._body_timeout:g} s",
-                "body_timeout",
-                hint="Send the whole body at once, right after the headers",
-                close=True,
-            ) from None
+        raw = await read_body(request, self._body_timeout)
         if not raw.strip():
             if required:
                 raise _invalid("the request has no body: send a JSON object")
