@@ -12,7 +12,6 @@ import gc
 import json
 import os
 import shutil
-import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 
 from ryx_desktop.config import Config
 from tests.support.extra_dockerd import ExtraDockerd, link_exists
+from tests.support.upstream import distinct_free_ports
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # for the tests that show the window
 os.environ.setdefault("QT_NO_GLIB", "1")
@@ -94,19 +94,7 @@ def make_engine(tmp_path: Path) -> Iterator[MakeEngine]:
 @pytest.fixture
 def free_port() -> Callable[[], int]:
     """A factory of free TCP ports on 127.0.0.1 (never the same one twice in a test)."""
-    given: set[int] = set()
-
-    def factory() -> int:
-        for _ in range(100):
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                sock.bind(("127.0.0.1", 0))
-                port = int(sock.getsockname()[1])
-            if port not in given:
-                given.add(port)
-                return port
-        raise RuntimeError("no free TCP port found")
-
-    return factory
+    return distinct_free_ports()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ after each test.
 from __future__ import annotations
 
 import json
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,6 +23,7 @@ import pytest
 
 from ryx_desktop.config import Config
 from tests.fake_vllm.image import ensure_fake_image
+from tests.support.upstream import distinct_free_ports
 
 _HERE = Path(__file__).resolve().parent
 CONTAINER_PREFIX = "ryx-vllm-"
@@ -118,19 +118,7 @@ def models_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def free_port() -> Callable[[], int]:
     """A factory of free TCP ports on 127.0.0.1 (never the same one twice in a test)."""
-    given: set[int] = set()
-
-    def factory() -> int:
-        for _ in range(100):
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                sock.bind(("127.0.0.1", 0))
-                port = int(sock.getsockname()[1])
-            if port not in given:
-                given.add(port)
-                return port
-        raise RuntimeError("no free TCP port found")
-
-    return factory
+    return distinct_free_ports()
 
 
 @pytest.fixture

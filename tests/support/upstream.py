@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,21 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def distinct_free_ports() -> Callable[[], int]:
+    """A factory of free ports on 127.0.0.1 that never gives the same one twice."""
+    given: set[int] = set()
+
+    def factory() -> int:
+        for _ in range(100):
+            port = free_port()
+            if port not in given:
+                given.add(port)
+                return port
+        raise RuntimeError("no free TCP port found")
+
+    return factory
 
 
 @dataclass
