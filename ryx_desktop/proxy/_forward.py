@@ -2,9 +2,11 @@
 
 The hot path: read and check the body (within ``body_timeout``; large bodies are parsed in a
 worker thread, see ``_body``), find the model, rewrite ``model`` only when it differs from the
-served name, and relay the upstream's bytes as they arrive. aiohttp errors are turned
-into :class:`ProxyError` here, once. A client that goes away cancels the handler (aiohttp's
-``handler_cancellation``), which closes the upstream connection so vLLM aborts the generation.
+served name, and relay the upstream's bytes as they arrive. Streams go through aiohttp's client;
+answers the client asked for whole go through ``_upstream_pool``, which costs a fraction of it
+and fails with the same errors. Those errors are turned into :class:`ProxyError` here, once. A
+client that goes away cancels the handler (aiohttp's ``handler_cancellation``), which closes the
+upstream connection so vLLM aborts the generation.
 """
 
 from __future__ import annotations
@@ -37,6 +39,13 @@ from ryx_desktop.proxy._body import (
 from ryx_desktop.proxy._errors import ProxyError, sse_error
 from ryx_desktop.proxy._loading import LoadingNotes, loading_style
 from ryx_desktop.proxy._metrics import ProxyMetrics
+from ryx_desktop.proxy._upstream_pool import (
+    Target,
+    UpstreamAnswer,
+    UpstreamConnectError,
+    UpstreamPool,
+    request_head,
+)
 
 log = logging.getLogger("ryx_desktop.proxy")
 
@@ -100,11 +109,13 @@ class Forwarder:
         self._loading_interval = loading_interval
         self._body_timeout = body_timeout
         self._session: aiohttp.ClientSession | None = None
+        self._pool: UpstreamPool | None = None  # for answers asked for whole
         self._names = _name_table(supervisor)
         self._unsubscribe_config: Callable[[], None] | None = None
         self._urls: dict[tuple[str, str], URL] = {}
+        self._targets: dict[tuple[str, str], Target | None] = {}
         self._in_flight: dict[str, int] = {}
-        self._upstreams: set[aiohttp.ClientResponse] = set()
+        self._upstreams: set[UpstreamAnswer] = set()
         self._starts: set[asyncio.Task[Any]] = set()  # waiting for their model to be ready
         self._shut: set[asyncio.Task[Any]] = set()  # ...whose wait the shutdown cut
         self._parser: ThreadPoolExecutor | None = None  # for large bodies
@@ -127,6 +138,7 @@ class Forwarder:
             timeout=timeout,
             auto_decompress=False,
         )
+        self._pool = UpstreamPool(connect_timeout=10.0, keepalive_timeout=30.0)
         # One thread: parsing holds the GIL, more threads would only take turns.
         self._parser = ThreadPoolExecutor(1, thread_name_prefix="ryx-proxy-json")
         # Models added, removed or renamed in the settings are routed without a proxy restart.
@@ -158,6 +170,9 @@ class Forwarder:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
         if self._parser is not None:
             self._parser.shutdown(wait=False, cancel_futures=True)
             self._parser = None
@@ -372,17 +387,24 @@ class Forwarder:
     ) -> web.StreamResponse:
         """Send ``raw`` to the model and relay its answer (into ``response`` if already sent)."""
         key = inst.key
-        assert self._session is not None
+        assert self._session is not None and self._pool is not None
         loop = asyncio.get_running_loop()
         began = loop.time()
-        url = self._url(inst, request.path)
+        target = None if stream else self._target(inst, request.path)
         headers = self._headers(request)
         deadlines = self._deadlines
         task = deadlines.begin()
+        upstream: UpstreamAnswer
         try:
-            # aiohttp warns of bytes over 1 MiB (sent whole); a BytesIO goes in 64 KiB pieces.
-            data = raw if len(raw) <= _BYTES_BODY else io.BytesIO(raw)
-            upstream = await self._session.post(url, data=data, headers=headers)
+            if target is not None:
+                upstream = await self._pool.request(
+                    target, request_head(target, headers, len(raw)), raw
+                )
+            else:
+                # aiohttp warns of bytes over 1 MiB (sent whole); a BytesIO goes in 64 KiB pieces.
+                data = raw if len(raw) <= _BYTES_BODY else io.BytesIO(raw)
+                url = self._url(inst, request.path)
+                upstream = await self._session.post(url, data=data, headers=headers)
         except BaseException as exc:
             cause = deadlines.end(task, exc)
             error = _upstream_error(
@@ -418,12 +440,14 @@ class Forwarder:
             return await self._stream(request, response, upstream, inst)
         finally:
             self._upstreams.discard(upstream)
-            upstream.close()  # a no-op after a complete read: the connection is already pooled
+            # aiohttp pooled the connection after a complete read already; the pool takes it back
+            # here when the answer was complete. An answer cut short closes its connection.
+            upstream.close()
             self._metrics.upstream_done(key, loop.time() - began)
 
     async def _relay_small(
         self,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamAnswer,
         extra: dict[str, str],
         inst: Instance,
         task: asyncio.Task[Any],
@@ -460,7 +484,7 @@ class Forwarder:
         self,
         request: web.BaseRequest,
         response: web.StreamResponse,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamAnswer,
         inst: Instance,
     ) -> web.StreamResponse:
         content = upstream.content
@@ -520,6 +544,15 @@ class Forwarder:
             self._urls[(base, path)] = url
         return url
 
+    def _target(self, inst: Instance, path: str) -> Target | None:
+        """Where the pool sends ``path`` of ``inst``; None: through aiohttp (https, say)."""
+        base = inst.url or ""
+        try:
+            return self._targets[(base, path)]
+        except KeyError:
+            target = self._targets[(base, path)] = Target.of(self._url(inst, path))
+            return target
+
     def _headers(self, request: web.BaseRequest) -> dict[str, str]:
         dropped = _hop_by_hop(request.headers, self._dropped_request_headers)
         headers = {
@@ -532,7 +565,7 @@ class Forwarder:
 
     @staticmethod
     def _response_headers(
-        upstream: aiohttp.ClientResponse, extra: dict[str, str], *, streamed: bool = True
+        upstream: UpstreamAnswer, extra: dict[str, str], *, streamed: bool = True
     ) -> Any:
         dropped = _hop_by_hop(upstream.headers, _RESPONSE_DROPPED)
         headers = {
@@ -664,7 +697,7 @@ def _name_table(supervisor: Supervisor) -> dict[str, str]:
     return names
 
 
-def _plain_error(upstream: aiohttp.ClientResponse) -> bool:
+def _plain_error(upstream: UpstreamAnswer) -> bool:
     """An error answer whose body is not JSON (OpenAI clients read JSON errors only)."""
     if upstream.status < 400:
         return False
@@ -715,11 +748,11 @@ def _upstream_error(
     before_headers: bool = False,
     closing: bool = False,
 ) -> ProxyError:
-    """The one place aiohttp's client errors become the proxy's."""
+    """The one place the upstream clients' errors (aiohttp's, the pool's) become the proxy's."""
     key, where = inst.key, inst.url
     if closing:
         return _shutting_down()
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, (aiohttp.ClientConnectorError, UpstreamConnectError)):
         return ProxyError(
             502,
             f"{key}'s server at {where} refused the connection",
