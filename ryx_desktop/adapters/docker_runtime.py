@@ -56,6 +56,7 @@ from ryx_desktop.core.spec import (
     LABEL_MANAGED,
     LABEL_MODEL,
     LABEL_SPEC_HASH,
+    LOCAL_HOST,
     ContainerSpec,
     key_from_container_name,
 )
@@ -291,9 +292,15 @@ class DockerRuntime:
         return True
 
     async def ensure_image(
-        self, image: str, on_progress: Callable[[PullProgress], None] | None = None
+        self,
+        image: str,
+        on_progress: Callable[[PullProgress], None] | None = None,
+        *,
+        host: str = LOCAL_HOST,
     ) -> None:
-        """Pull ``image`` when it is not present locally, reporting progress on the loop."""
+        """Pull ``image`` when it is not present locally, reporting progress on the loop.
+
+        ``host`` is ignored: this runtime is one engine (a multi-engine runtime routes by it)."""
         loop = asyncio.get_running_loop()
 
         def report(progress: PullProgress) -> None:

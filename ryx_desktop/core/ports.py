@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ryx_desktop.core.spec import ContainerSpec
+from ryx_desktop.core.spec import LOCAL_HOST, ContainerSpec
 from ryx_desktop.core.states import ModelMetrics
 
 
@@ -40,6 +40,7 @@ class ContainerInfo:
     host_port: int | None = None
     managed: bool = True  # carries io.ryx.managed=true (False: adopted by name)
     pids: tuple[int, ...] = ()  # host PIDs, for mapping GPU memory to models
+    host: str = LOCAL_HOST  # the engine it is on (config host name); set by a multi-engine runtime
 
 
 class RuntimeEventKind(enum.StrEnum):
@@ -59,6 +60,7 @@ class RuntimeEvent:
     container_id: str
     model_key: str
     exit_code: int | None = None
+    host: str = LOCAL_HOST  # the engine it happened on; set by a multi-engine runtime
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +92,15 @@ class ContainerRuntime(Protocol):
         ...
 
     async def ensure_image(
-        self, image: str, on_progress: Callable[[PullProgress], None] | None = None
+        self,
+        image: str,
+        on_progress: Callable[[PullProgress], None] | None = None,
+        *,
+        host: str = LOCAL_HOST,
     ) -> None:
-        """Pull ``image`` when it is not present locally, reporting progress."""
+        """Pull ``image`` when it is not present on engine ``host``, reporting progress.
+
+        A runtime of one engine ignores ``host``; a multi-engine one pulls on that host."""
         ...
 
     async def start(self, spec: ContainerSpec) -> ContainerInfo:

@@ -33,6 +33,7 @@ __all__ = [
     "LABEL_MANAGED",
     "LABEL_MODEL",
     "LABEL_SPEC_HASH",
+    "LOCAL_HOST",
     "MODELS_MOUNT",
     "PASSTHROUGH_ENV",
     "VLLM_CACHE_MOUNT",
@@ -43,6 +44,10 @@ __all__ = [
     "key_from_container_name",
     "vllm_args",
 ]
+
+
+#: The host name of the local Docker engine (the ``docker:`` section), as the config's ``host:``.
+LOCAL_HOST = "local"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +78,9 @@ class ContainerSpec:
     #: Host path of the weights when the model points into the models mount; checked before start.
     host_model_path: str | None = None
     secret_env: Mapping[str, str] = field(default_factory=dict)
+    #: The engine it runs on: ``local`` or a name from the config's ``hosts:`` (``any`` until
+    #: the scheduler picks one). Not part of the spec hash: where it runs is not what it runs.
+    host: str = LOCAL_HOST
 
     @property
     def spec_hash(self) -> str:
@@ -116,6 +124,7 @@ def build_spec(key: str, config: Config, environ: Mapping[str, str] | None = Non
         labels=labels,
         host_model_path=host_model_path(model.model, docker.models_dir),
         secret_env=secret,
+        host=model.host,
     )
 
 

@@ -22,7 +22,7 @@ from ryx_desktop.core.ports import (
     RuntimeEvent,
     RuntimeEventKind,
 )
-from ryx_desktop.core.spec import ContainerSpec
+from ryx_desktop.core.spec import LOCAL_HOST, ContainerSpec
 from ryx_desktop.core.states import ModelMetrics
 
 
@@ -83,7 +83,8 @@ class FakeRuntime:
         "INFO:     Application startup complete.",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = LOCAL_HOST) -> None:
+        self.host = host  # the engine's host name: what its containers and events are tagged with
         self.containers: dict[str, FakeContainer] = {}
         self.calls: list[tuple[str, str]] = []  # (verb, key)
         self.behaviour: dict[str, str] = {}  # key -> "ok" | "slow" | "crash" | "oom" | "port"
@@ -105,7 +106,7 @@ class FakeRuntime:
         self, key: str, port: int, served_name: str, *, spec_hash: str | None, managed: bool = True
     ) -> str:
         """A container that already runs, as if started before the app (or by compose)."""
-        cid = f"c{next(self._ids)}"
+        cid = self._new_id()
         info = ContainerInfo(
             id=cid,
             name=f"ryx-vllm-{key}",
@@ -114,9 +115,15 @@ class FakeRuntime:
             spec_hash=spec_hash,
             host_port=port,
             managed=managed,
+            host=self.host,
         )
         self.containers[cid] = FakeContainer(info, None, served_name, serving=True)
         return cid
+
+    def _new_id(self) -> str:
+        """``c1``, ``c2``...; on another host ``<host>-c1``...: unique across engines."""
+        number = next(self._ids)
+        return f"c{number}" if self.host == LOCAL_HOST else f"{self.host}-c{number}"
 
     def write_log(self, cid: str, *lines: str) -> None:
         """The container prints ``lines``; a live ``follow_logs`` yields them at once."""
@@ -136,7 +143,7 @@ class FakeRuntime:
         c = self.containers[cid]
         c.serving = False
         c.info = replace(c.info, status=ContainerStatus.EXITED, exit_code=code, oom_killed=oom)
-        self.emit(RuntimeEvent(RuntimeEventKind.DIE, cid, c.info.model_key, code))
+        self.emit(RuntimeEvent(RuntimeEventKind.DIE, cid, c.info.model_key, code, host=self.host))
         self._wake_log_followers(cid)
 
     # -- ContainerRuntime --
@@ -144,7 +151,11 @@ class FakeRuntime:
         return [c.info for c in self.containers.values()]
 
     async def ensure_image(
-        self, image: str, on_progress: Callable[[PullProgress], None] | None = None
+        self,
+        image: str,
+        on_progress: Callable[[PullProgress], None] | None = None,
+        *,
+        host: str = LOCAL_HOST,
     ) -> None:
         self.calls.append(("ensure_image", image))
         if image in self.missing_images:
@@ -156,7 +167,7 @@ class FakeRuntime:
         if behaviour == "port":
             raise PortInUseError(f"port {spec.host_port} is already in use")
         await asyncio.sleep(0)
-        cid = f"c{next(self._ids)}"
+        cid = self._new_id()
         info = ContainerInfo(
             id=cid,
             name=spec.name,
@@ -164,6 +175,7 @@ class FakeRuntime:
             status=ContainerStatus.RUNNING,
             spec_hash=spec.spec_hash,
             host_port=spec.host_port,
+            host=self.host,
         )
         served = _served_name(spec.command)
         container = FakeContainer(
