@@ -45,6 +45,16 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", parents=[common], help="every model's state, port and GPU")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
+    hosts = sub.add_parser(
+        "hosts",
+        parents=[common],
+        help="every Docker engine: reachable, its version, its GPUs and models",
+        description="Check the local engine and every host under hosts: at once (each within "
+        "15 s): whether it answers, its Docker version, its GPUs and the models configured "
+        "there. Exit status: 0 when every host answers, 1 when any does not.",
+    )
+    hosts.add_argument("--json", action="store_true", help="machine-readable output")
+
     for verb, text in (
         ("start", "start a model and wait until it is ready"),
         ("stop", "stop a model and remove its container"),

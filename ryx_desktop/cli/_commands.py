@@ -9,8 +9,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ryx_desktop.adapters.host_check import check_hosts
 from ryx_desktop.app import build_engine
-from ryx_desktop.cli._output import ProgressPrinter, status_table
+from ryx_desktop.cli._output import ProgressPrinter, hosts_table, status_table
 from ryx_desktop.cli._running_app import instances_from_running_app, stop_through_running_app
 from ryx_desktop.cli._serve import serve
 from ryx_desktop.config import (
@@ -25,6 +26,7 @@ from ryx_desktop.config import (
     save_config,
 )
 from ryx_desktop.core.errors import ConfigError, RyxError, UnknownModelError
+from ryx_desktop.core.host_report import ANY, host_report_json, models_on
 from ryx_desktop.core.routing import resolve_model
 from ryx_desktop.core.states import InstanceState, instance_json
 
@@ -39,6 +41,8 @@ async def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return await serve(config, environ, host=args.host, port=args.port)
     if args.command == "status":
         return await _status(config, environ, as_json=args.json)
+    if args.command == "hosts":
+        return await _hosts(config, environ, as_json=args.json)
     if args.command == "stop":
         return await _stop(config, environ, args.model)
     if args.command in ("start", "restart"):
@@ -63,6 +67,16 @@ async def _status(config: Config, environ: Mapping[str, str], *, as_json: bool) 
     else:
         print(status_table(instances, config))
     return 0
+
+
+async def _hosts(config: Config, environ: Mapping[str, str], *, as_json: bool) -> int:
+    """Every engine checked at once; exit 1 when any of them does not answer."""
+    reports = await check_hosts(config, environ)
+    if as_json:
+        print(json.dumps([host_report_json(r) for r in reports], indent=2))
+    else:
+        print(hosts_table(reports, anywhere=models_on(config, ANY)))
+    return 0 if all(r.reachable for r in reports) else 1
 
 
 async def _stop(config: Config, environ: Mapping[str, str], name: str) -> int:

@@ -1,11 +1,13 @@
-"""How the command line shows snapshots: the status table, JSON, and start progress."""
+"""How the command line shows snapshots: the status and hosts tables, and start progress."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TextIO
 
 from ryx_desktop.config import Config, ModelConfig
 from ryx_desktop.core.gpu import NO_GPU, gpu_budget
+from ryx_desktop.core.host_report import HostReport, docker_summary, gpu_summary
 from ryx_desktop.core.states import Instance, InstanceState, ProgressPhase
 
 _MARK = {
@@ -38,6 +40,45 @@ def status_table(instances: list[Instance], config: Config) -> str:
     if config.default_model:
         lines.append(f"selected: {config.default_model}")
     return "\n".join(line.rstrip() for line in lines)
+
+
+def hosts_table(reports: Sequence[HostReport], *, anywhere: Sequence[str] = ()) -> str:
+    """One engine a row (HOST, ENGINE, STATE, DOCKER, GPUS, MODELS); why a host is unreachable,
+    and its hint, below the table (a long reason would push the columns apart). ``anywhere``
+    are the models with ``host: any``."""
+    rows = [("HOST", "ENGINE", "STATE", "DOCKER", "GPUS", "MODELS")]
+    for report in reports:
+        state = "\u25cf reachable" if report.reachable else "\u2716 unreachable"
+        rows.append(
+            (
+                report.name,
+                report.url,
+                state,
+                docker_summary(report),
+                gpu_summary(report),
+                _host_models(report),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
+        for row in rows
+    ]
+    if anywhere:
+        lines.append(f"placed on any host with room: {', '.join(anywhere)}")
+    for report in reports:
+        if not report.reachable:
+            lines.append(f"{report.name}: {report.reason}")
+            if report.hint:
+                lines.append(f"  hint: {report.hint}")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _host_models(report: HostReport) -> str:
+    models = ", ".join(report.models) or "-"
+    if report.containers_running:
+        models += f" ({report.containers_running} running)"
+    return models
 
 
 def _budget(model: ModelConfig) -> str:

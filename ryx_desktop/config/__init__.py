@@ -12,6 +12,7 @@ from ryx_desktop.config._schema import (  # noqa: I001  (the schema first: core.
     is_loopback,
 )
 from ryx_desktop.config._api_key import api_key_problem
+from ryx_desktop.config._hosts import HostConfig
 from ryx_desktop.config._compose import export_compose, import_compose
 from ryx_desktop.config._compose_merge import Merged, merge_imported
 from ryx_desktop.config._defaults import default_config
@@ -44,6 +45,7 @@ __all__ = [
     "FileChange",
     "Fingerprint",
     "GpuConfig",
+    "HostConfig",
     "Merged",
     "ModelConfig",
     "ProxyConfig",
