@@ -8,98 +8,28 @@ the model picker) is the fake one of ``fixtures_engine``, on the qasync loop.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ryx_desktop.adapters.conversation_db import SqliteConversationStore
 from ryx_desktop.core.chat import (
-    ChatDelta,
-    ChatProgress,
-    ChatRequestError,
     ChatService,
-    CompletionUsage,
 )
 from ryx_desktop.core.conversations import Message
 from ryx_desktop.core.routing import resolve_model
 from ryx_desktop.ui.chat_tab import ChatTab
 from tests.gui.fixtures_engine import EngineRig, engine_rig, managed
 from tests.gui.window_fixtures import FakeClipboard
+from tests.support.chat_script import FakeClock, ScriptedClient
 
 #: Two managed models over the fake runtime; alpha is the default (selected) one.
 MODELS: dict[str, Any] = {
     "alpha": managed(8001, name="Alpha", gpu_memory_utilization=0.3),
     "beta": managed(8002, gpu_memory_utilization=0.3),
 }
-
-
-class FakeClock:
-    """The chat service's clock: moves only when a script says so."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@dataclass
-class Tick:
-    """Move the clock this many seconds."""
-
-    seconds: float
-
-
-@dataclass
-class Pause:
-    """Say so (``reached``) and wait until the test lets it go on (``release``)."""
-
-    reached: asyncio.Event = field(default_factory=asyncio.Event)
-    release: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-Step = ChatProgress | ChatDelta | CompletionUsage | Tick | Pause | ChatRequestError
-
-
-class ScriptedClient:
-    """A ``CompletionClient`` that plays one script per call and records each call's end."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        self._clock = clock
-        self.scripts: list[list[Step]] = []
-        self.calls: list[tuple[str, list[dict[str, str]]]] = []
-        self.ended: list[str] = []
-
-    def play(self, *steps: Step) -> None:
-        """Queue the script of the next answer."""
-        self.scripts.append(list(steps))
-
-    async def stream(
-        self, model: str, messages: list[dict[str, str]]
-    ) -> AsyncIterator[ChatProgress | ChatDelta | CompletionUsage]:
-        self.calls.append((model, [dict(m) for m in messages]))
-        script = self.scripts.pop(0)
-        try:
-            for step in script:
-                if isinstance(step, Tick):
-                    self._clock.now += step.seconds
-                elif isinstance(step, Pause):
-                    step.reached.set()
-                    await step.release.wait()
-                elif isinstance(step, ChatRequestError):
-                    raise step
-                else:
-                    yield step
-            self.ended.append("complete")
-        except asyncio.CancelledError:
-            self.ended.append("cancelled")
-            raise
-        except GeneratorExit:
-            self.ended.append("closed")
-            raise
 
 
 class Confirmations:

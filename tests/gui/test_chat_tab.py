@@ -19,8 +19,9 @@ from ryx_desktop.config import Config
 from ryx_desktop.core.chat import ChatDelta, ChatProgress, ChatRequestError, CompletionUsage
 from ryx_desktop.ui._chat_list import UNTITLED
 from ryx_desktop.ui._chat_view import MessageView
-from tests.gui.chat_fixtures import MODELS, ChatRig, Pause, Tick, chat_rig, summary
+from tests.gui.chat_fixtures import MODELS, ChatRig, chat_rig, summary
 from tests.gui.fixtures_engine import managed, run_on_qt
+from tests.support.chat_script import Pause, Tick
 from tests.support.waiting import wait_for
 
 

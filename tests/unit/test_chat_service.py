@@ -8,9 +8,6 @@ them, a point where it waits for the test, an error. The store is the real SQLit
 from __future__ import annotations
 
 import asyncio
-import builtins
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -29,75 +26,16 @@ from ryx_desktop.core.chat import (
 )
 from ryx_desktop.core.conversations import Message, UnknownConversation
 from ryx_desktop.core.errors import UnknownModelError
+from tests.support.chat_script import FakeClock, Pause, ScriptedClient, Step, Tick
 
 pytestmark = pytest.mark.asyncio
 
 NAMES = {"alpha": "alpha", "alpha-served": "alpha", "beta": "beta", "b": "beta"}
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 500.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@dataclass
-class Tick:
-    """Move the clock this many seconds."""
-
-    seconds: float
-
-
-@dataclass
-class Pause:
-    """Say so (``reached``) and wait until the test lets it go on (``release``)."""
-
-    reached: asyncio.Event = field(default_factory=asyncio.Event)
-    release: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-Step = ChatProgress | ChatDelta | CompletionUsage | Tick | Pause | ChatRequestError
-
-
-class ScriptedClient:
-    """Plays one script per call; records each call and whether its stream was closed."""
-
-    def __init__(self, clock: FakeClock, *scripts: list[Step]) -> None:
-        self._clock = clock
-        self._scripts = list(scripts)
-        self.calls: list[tuple[str, list[dict[str, str]]]] = []
-        self.ended: list[str] = []
-
-    async def stream(
-        self, model: str, messages: builtins.list[dict[str, str]]
-    ) -> AsyncIterator[ChatProgress | ChatDelta | CompletionUsage]:
-        self.calls.append((model, [dict(m) for m in messages]))
-        script = self._scripts.pop(0)
-        try:
-            for step in script:
-                if isinstance(step, Tick):
-                    self._clock.now += step.seconds
-                elif isinstance(step, Pause):
-                    step.reached.set()
-                    await step.release.wait()
-                elif isinstance(step, ChatRequestError):
-                    raise step
-                else:
-                    yield step
-            self.ended.append("complete")
-        except GeneratorExit:
-            self.ended.append("closed")
-            raise
-        except asyncio.CancelledError:
-            self.ended.append("cancelled")
-            raise
-
-
 class Rig:
     def __init__(self, tmp_path: Path, *scripts: list[Step], save_every: float = 0.5) -> None:
-        self.clock = FakeClock()
+        self.clock = FakeClock(500.0)
         self.client = ScriptedClient(self.clock, *scripts)
         self.store = SqliteConversationStore(tmp_path / "chat.sqlite3")
         self.chat = ChatService(
