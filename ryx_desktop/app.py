@@ -17,13 +17,14 @@ from ryx_desktop.adapters.conversation_db import SqliteConversationStore
 from ryx_desktop.adapters.docker_runtime import DockerRuntime
 from ryx_desktop.adapters.health import HttpHealthProbe
 from ryx_desktop.adapters.host import LocalHostFacts
+from ryx_desktop.adapters.host_engines import HostsRuntime, build_hosts_runtime
 from ryx_desktop.adapters.vllm_sleep import HttpSleepControl
 from ryx_desktop.config import Config, save_config
 from ryx_desktop.core.chat import ChatService
 from ryx_desktop.core.clock import MonotonicClock
 from ryx_desktop.core.errors import ConfigError
 from ryx_desktop.core.gpu import GpuProbe
-from ryx_desktop.core.ports import Clock
+from ryx_desktop.core.ports import Clock, ContainerRuntime
 from ryx_desktop.core.routing import resolve_model
 from ryx_desktop.core.supervisor import Supervisor
 from ryx_desktop.proxy import ProxyServer, resolve_api_key
@@ -34,11 +35,25 @@ class Engine:
     """The running parts that manage models, opened and closed together."""
 
     config: Config
-    runtime: DockerRuntime
+    runtime: ContainerRuntime
     health: HttpHealthProbe
     supervisor: Supervisor
     watch: bool = True
     sleep: HttpSleepControl | None = None
+    #: Other hosts' engines, tunnels and GPU probes (None without ``hosts:``).
+    hosts: HostsRuntime | None = None
+    #: The local engine (what the setup page checks); None: ``runtime`` is it.
+    local: DockerRuntime | None = None
+
+    @property
+    def local_runtime(self) -> ContainerRuntime:
+        """This machine's Docker engine (the ``docker:`` section)."""
+        return self.local if self.local is not None else self.runtime
+
+    @property
+    def gpu_probes(self) -> Mapping[str, GpuProbe]:
+        """The GPUs of the other hosts (nvidia-smi over SSH), by host name."""
+        return self.hosts.gpu_probes if self.hosts is not None else {}
 
     async def __aenter__(self) -> Engine:
         try:
@@ -62,7 +77,10 @@ class Engine:
         await self.health.close()
         if self.sleep is not None:
             await self.sleep.close()
-        await self.runtime.close()
+        if self.hosts is not None:
+            await self.hosts.close()  # closes every engine, the local one too
+        else:
+            await self.runtime.close()
 
 
 def build_engine(
@@ -74,18 +92,34 @@ def build_engine(
     probe_interval: float = 2.0,
     gpu_probe: GpuProbe | None = None,
 ) -> Engine:
-    """Wire the real adapters into a supervisor for ``config``."""
+    """Wire the real adapters into a supervisor for ``config``.
+
+    With ``hosts:`` in the config the supervisor drives one runtime over every host's engine
+    (``adapters.host_engines``); otherwise the local engine alone, as it always did.
+    """
     host = config.docker.host or environ.get("DOCKER_HOST")
     # Weights can only be checked on disk when the engine runs on this machine.
     local_engine = host is None or host.startswith("unix://")
-    runtime = DockerRuntime(config.docker.host, check_model_paths=local_engine)
+    local = DockerRuntime(config.docker.host, check_model_paths=local_engine)
     health = HttpHealthProbe()
     sleep = HttpSleepControl()
+    clock = clock or MonotonicClock()
+    hosts: HostsRuntime | None = None
+    runtime: ContainerRuntime = local
+    supervisor: Supervisor | None = None
+
+    def on_host(name: str, problem: str | None) -> None:
+        if supervisor is not None:
+            supervisor.host_changed(name, problem)
+
+    if config.hosts:
+        hosts = build_hosts_runtime(config, local, on_host=on_host, clock=clock)
+        runtime = hosts.runtime
     supervisor = Supervisor(
         config,
         runtime,
         health,
-        clock or MonotonicClock(),
+        clock,
         environ=environ,
         probe_interval=probe_interval,
         sleep_control=sleep,
@@ -93,8 +127,18 @@ def build_engine(
         host_facts=LocalHostFacts() if local_engine else None,
         # NVML reads this machine's GPUs: measured memory only for a local engine.
         gpu_probe=gpu_probe if local_engine else None,
+        gpu_probes=hosts.gpu_probes if hosts is not None else None,
     )
-    return Engine(config, runtime, health, supervisor, watch=watch, sleep=sleep)
+    return Engine(
+        config,
+        runtime,
+        health,
+        supervisor,
+        watch=watch,
+        sleep=sleep,
+        hosts=hosts,
+        local=local,
+    )
 
 
 def build_proxy(

@@ -52,9 +52,9 @@ from ryx_desktop.core.host_report import (
     host_names,
     models_on,
 )
-from ryx_desktop.core.hosts import LOCAL
 from ryx_desktop.core.nvidia_smi import NOT_FOUND_STATUS
 from ryx_desktop.core.ports import ContainerStatus
+from ryx_desktop.core.spec import LOCAL_HOST as LOCAL
 
 log = logging.getLogger(__name__)
 

@@ -68,6 +68,7 @@ from ryx_desktop.core.ports import (
     ContainerInfo,
     ContainerRuntime,
     ContainerStatus,
+    HostListing,
     PullProgress,
     RuntimeEvent,
     RuntimeEventKind,
@@ -88,15 +89,6 @@ RETRY_MAX = 30.0
 LIST_TIMEOUT = 30.0
 #: How long a container gets to stop when its start is undone (its port could not be reached).
 UNDO_STOP_TIMEOUT = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class HostListing:
-    """Every host's containers, read at once: what answered, and why the others did not."""
-
-    containers: tuple[ContainerInfo, ...]
-    answered: tuple[str, ...]  # hosts whose engine listed its containers
-    problems: Mapping[str, str] = field(default_factory=dict)  # host -> why it did not answer
 
 
 @dataclass(eq=False)

@@ -20,8 +20,11 @@ _MARK = {
 
 
 def status_table(instances: list[Instance], config: Config) -> str:
-    """A fixed-width table, one model a row, with failures spelled out below it."""
-    rows = [("MODEL", "STATE", "PORT", "GPU BUDGET", "SERVED AS", "NOTE")]
+    """A fixed-width table, one model a row, with failures spelled out below it.
+
+    The HOST column says which engine each model runs on (``any``: not placed yet, ``-``: an
+    external server)."""
+    rows = [("MODEL", "HOST", "STATE", "PORT", "GPU BUDGET", "SERVED AS", "NOTE")]
     for inst in instances:
         model = config.models[inst.key]
         budget = _budget(model) if isinstance(model, ModelConfig) else "external"
@@ -31,7 +34,17 @@ def status_table(instances: list[Instance], config: Config) -> str:
         note = inst.note
         if inst.failure is not None:
             note = inst.failure.message
-        rows.append((inst.key, state, str(inst.port or "-"), budget, inst.served_name, note))
+        rows.append(
+            (
+                inst.key,
+                inst.host or "-",
+                state,
+                str(inst.port or "-"),
+                budget,
+                inst.served_name,
+                note,
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]

@@ -14,12 +14,12 @@ import logging
 from collections import deque
 
 from ryx_desktop.config import ModelConfig
+from ryx_desktop.core._placing import Placing
 from ryx_desktop.core._supervisor_base import (
     ANSWER_EXIT_GRACE,
     LOG_SETTLE,
     LOG_TAIL,
     Slot,
-    SupervisorBase,
     cancel_monitor,
 )
 from ryx_desktop.core.credentials import api_key_of
@@ -40,7 +40,7 @@ from ryx_desktop.core.states import Instance, InstanceState, Progress, ProgressP
 log = logging.getLogger(__name__)
 
 
-class Lifecycle(SupervisorBase):
+class Lifecycle(Placing):
     """Starts and stops models; the part of the supervisor that changes containers."""
 
     async def stop(self, name: str, *, reason: str = "") -> Instance:
@@ -75,22 +75,24 @@ class Lifecycle(SupervisorBase):
             **self._static_fields(key),
         )
         try:
+            host = await self._host_for_start(key)
+            self._set(key, host=host)
             await self._make_room(key)
-            spec = build_spec(key, self._config, self._environ)
+            spec = build_spec(key, self._config, self._environ, host=host)
             self._slots[key].spec_hash = spec.spec_hash
 
             def on_pull(p: PullProgress) -> None:
                 detail = f"pulling {p.image}: {p.layers_done}/{p.layers_total} layers"
                 self._set(key, progress=Progress(ProgressPhase.PULL, p.percent, detail))
 
-            await self._runtime.ensure_image(spec.image, on_pull)
+            await self._runtime.ensure_image(spec.image, on_pull, host=host)
 
             def on_wait(why: str) -> None:
                 self._set(key, progress=Progress(ProgressPhase.CREATE, None, why))
 
             # Two vLLMs sizing their KV cache on one GPU at once both get it wrong: take turns.
             gpus = gpus_of(model.devices, self._gpu_indices)
-            async with self._gpu_starts.hold(key, gpus, on_wait):
+            async with self._gpu_starts.hold(key, gpus, on_wait, host=host):
                 self._set(key, progress=Progress(ProgressPhase.CREATE))
                 info = await self._runtime.start(spec)
                 self._set(key, container_id=info.id, progress=Progress(ProgressPhase.LOAD))
@@ -103,7 +105,8 @@ class Lifecycle(SupervisorBase):
 
     async def _make_room(self, key: str) -> None:
         target = self._claim(key)
-        claims = (self._claim(k) for k in self._slots if k != key)
+        host = self._slots[key].instance.host
+        claims = (self._claim(k) for k in self._slots if k != key and self._on_host(k, host))
         others = [c for c in claims if c is not None]
         if target is None:
             return
@@ -111,6 +114,10 @@ class Lifecycle(SupervisorBase):
             target, others, self._config.gpu.policy, self._config.gpu.headroom
         ):
             await self.stop(victim, reason=f"stopped to make room for {key}")
+
+    def _on_host(self, key: str, host: str) -> bool:
+        """True when ``key`` runs (or is to run) on ``host``: only models there share its GPUs."""
+        return self._slots[key].instance.host == host
 
     def _claim(self, key: str) -> GpuClaim | None:
         model = self._config.models[key]

@@ -30,7 +30,7 @@ from ryx_desktop.core.errors import (
 from ryx_desktop.core.gpu import GpuStatus
 from ryx_desktop.core.planner import gpus_of
 from ryx_desktop.core.sleep_planner import ModelClaim, choose_level, plan_room
-from ryx_desktop.core.spec import build_spec
+from ryx_desktop.core.spec import LOCAL_HOST, build_spec
 from ryx_desktop.core.states import Instance, InstanceState, Progress, ProgressPhase
 
 log = logging.getLogger(__name__)
@@ -176,12 +176,18 @@ class Sleeping(Lifecycle):
         if not isinstance(model, ModelConfig):
             return
         gpus = gpus_of(model.devices, self._gpu_indices)
-        others = [k for k in self._slots if k != key and self._shares_gpus(k, gpus)]
+        host = self._slots[key].instance.host
+        others = [
+            k
+            for k in self._slots
+            if k != key and self._on_host(k, host) and self._shares_gpus(k, gpus)
+        ]
         if not any(self.sleep_mode_of(k) for k in others):
             await super()._make_room(key)
             return
-        # Measured memory when NVML answers: other processes' use, what each model holds.
-        reading = await self._gpu_probe.read() if self._gpu_probe is not None else None
+        # Measured memory when the host's GPUs answer: other processes' use, what each holds.
+        probe = self._gpu_probe_of(host)
+        reading = await probe.read() if probe is not None else None
         measured = tuple(g for g in reading.gpus if g.index in gpus) if reading else ()
         # The target shows as starting by now; to the planner it is what it comes from.
         waking = self._slots[key].waking_from
@@ -191,7 +197,7 @@ class Sleeping(Lifecycle):
             sleep_level=waking,
         )
         claims = [await self._model_claim(k, measured) for k in others]
-        ram = await self._host.available_ram() if self._host is not None else None
+        ram = await self._available_ram(host)
         plan = plan_room(
             target,
             claims,
@@ -212,8 +218,14 @@ class Sleeping(Lifecycle):
 
     async def _level_for(self, key: str) -> int:
         """Level 1 when the model's weights fit in the host RAM available, else level 2."""
-        ram = await self._host.available_ram() if self._host is not None else None
+        ram = await self._available_ram(self._slots[key].instance.host)
         return choose_level((await self._model_claim(key)).weights_bytes, ram)
+
+    async def _available_ram(self, host: str) -> int | None:
+        """RAM free on ``host``: known for this machine only (None: sleeps are level 2)."""
+        if self._host is None or host != LOCAL_HOST:
+            return None
+        return await self._host.available_ram()
 
     def _shares_gpus(self, key: str, gpus: frozenset[int]) -> bool:
         model = self._config.models[key]
@@ -227,7 +239,7 @@ class Sleeping(Lifecycle):
         assert isinstance(model, ModelConfig)
         slot = self._slots[key]
         weights = None
-        if self.sleep_mode_of(key) and self._host is not None:
+        if self.sleep_mode_of(key) and self._host is not None and slot.instance.host == LOCAL_HOST:
             path = build_spec(key, self._config, self._environ).host_model_path
             weights = await self._host.weights_bytes(path) if path else None
         held: dict[int, int] = {}

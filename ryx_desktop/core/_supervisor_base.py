@@ -21,6 +21,7 @@ from ryx_desktop.core.ports import Clock, ContainerRuntime, HealthProbe, HostFac
 from ryx_desktop.core.progress import LoadProgress
 from ryx_desktop.core.readiness import GpuStartGate
 from ryx_desktop.core.routing import resolve_model, served_name
+from ryx_desktop.core.spec import LOCAL_HOST
 from ryx_desktop.core.states import Failure, Instance, InstanceState
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ Observer = Callable[[Instance], None]
 SelectionObserver = Callable[[str | None], None]
 ConfigObserver = Callable[[Config], None]
 EngineObserver = Callable[[str | None], None]
+HostObserver = Callable[[str, str | None], None]
 
 #: Exit codes of a container that was asked to stop (SIGTERM handled, or 128 + SIGTERM).
 CLEAN_EXIT_CODES = frozenset({0, 143})
@@ -52,9 +54,10 @@ STATIC_FIELDS = (
     "port",
     "url",
     "gpu_memory_utilization",
+    "host",
 )
 #: Of those, the ones a running container keeps until it restarts.
-CONTAINER_FIELDS = frozenset({"served_name", "port", "url", "gpu_memory_utilization"})
+CONTAINER_FIELDS = frozenset({"served_name", "port", "url", "gpu_memory_utilization", "host"})
 
 
 @dataclasses.dataclass(eq=False)
@@ -118,6 +121,10 @@ class SupervisorBase:
     _watching: bool
     _engine_problem: str | None
     _engine_observers: list[EngineObserver]
+    _host_problems: dict[str, str | None]
+    _host_observers: list[HostObserver]
+    _gpu_probes: dict[str, GpuProbe]
+    _resyncs: dict[str, asyncio.Task[None]]
 
     def _new_slot(self, key: str) -> Slot:
         slot = Slot(instance=configured_instance(self._config, key))
@@ -182,16 +189,31 @@ class SupervisorBase:
         )
 
     def _set_engine_problem(self, problem: str | None) -> None:
-        """Say whether the Docker engine answers (None) or why not; observers hear changes."""
-        if problem == self._engine_problem:
+        """Say whether the local Docker engine answers (None) or why not."""
+        self._set_host_problem(LOCAL_HOST, problem)
+
+    def _set_host_problem(self, host: str, problem: str | None) -> None:
+        """Say whether ``host``'s engine answers (None) or why not; observers hear changes.
+
+        The local engine's state is also ``engine_problem`` (and its observers')."""
+        if host in self._host_problems and problem == self._host_problems[host]:
             return
-        self._engine_problem = problem
-        if problem is None:
-            log.info("the Docker engine answers again")
-        else:
-            log.warning("the Docker engine is unreachable: %s", problem)
-        for observer in list(self._engine_observers):
-            observer(problem)
+        self._host_problems[host] = problem
+        if host == LOCAL_HOST and problem != self._engine_problem:
+            self._engine_problem = problem
+            if problem is None:
+                log.info("the Docker engine answers again")
+            else:
+                log.warning("the Docker engine is unreachable: %s", problem)
+            for engine_observer in list(self._engine_observers):
+                engine_observer(problem)
+        elif host != LOCAL_HOST:
+            if problem is None:
+                log.info("host %s: its Docker engine answers", host)
+            else:
+                log.warning("host %s is unreachable: %s", host, problem)
+        for observer in list(self._host_observers):
+            observer(host, problem)
 
     def _ensure_monitor(self, key: str) -> None:
         """Probe the running model ``key`` from now on (the watching layer does)."""
@@ -214,6 +236,7 @@ def configured_instance(config: Config, key: str) -> Instance:
             port=model.port,
             url=f"http://127.0.0.1:{model.port}",
             gpu_memory_utilization=gpu_budget(model),  # None without a GPU
+            host=model.host,
         )
     return Instance(
         key=key,
@@ -223,6 +246,7 @@ def configured_instance(config: Config, key: str) -> Instance:
         external=True,
         url=model.url,
         state=InstanceState.UNREACHABLE,
+        host="",
     )
 
 

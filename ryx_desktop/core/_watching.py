@@ -26,10 +26,16 @@ from ryx_desktop.core.credentials import api_key_of
 from ryx_desktop.core.errors import DockerError, RyxError, UnreachableError
 from ryx_desktop.core.external import judge_external
 from ryx_desktop.core.failures import exit_error
-from ryx_desktop.core.ports import ContainerInfo, ContainerStatus, RuntimeEvent, RuntimeEventKind
+from ryx_desktop.core.ports import (
+    ContainerInfo,
+    ContainerStatus,
+    HostsRuntime,
+    RuntimeEvent,
+    RuntimeEventKind,
+)
 from ryx_desktop.core.progress import LoadProgress
 from ryx_desktop.core.routing import served_name
-from ryx_desktop.core.spec import build_spec
+from ryx_desktop.core.spec import ANY_HOST, build_spec
 from ryx_desktop.core.states import Instance, InstanceState, ModelMetrics, Progress, ProgressPhase
 
 log = logging.getLogger(__name__)
@@ -48,13 +54,14 @@ class Watching(Sleeping):
         elif info.exit_code not in CLEAN_EXIT_CODES and info.status is ContainerStatus.EXITED:
             lines = await self._whole_log(info.id, deque())
             self._fail(key, exit_error(key, info.exit_code, oom=info.oom_killed, lines=lines))
-            self._set(key, container_id=info.id)
+            self._set(key, container_id=info.id, host=info.host)
 
     async def _adopt_running(self, key: str, info: ContainerInfo) -> None:
         """Take over a running container: ready, asleep, or still loading (then wait for it)."""
-        expected = build_spec(key, self._config, self._environ).spec_hash
+        expected = build_spec(key, self._config, self._environ, host=info.host).spec_hash
         changed = info.spec_hash is not None and info.spec_hash != expected
         found: dict[str, Any] = {
+            "host": info.host,
             "container_id": info.id,
             "adopted": True,
             "config_changed": changed,
@@ -138,6 +145,9 @@ class Watching(Sleeping):
         supervisor says so (``engine_problem``) and tries again with backoff; once the engine
         answers, every container is read again, since anything may have happened meanwhile.
         """
+        if self._multi:
+            await self._follow_host_events()
+            return
         delay = ENGINE_RETRY_FIRST
         while True:
             try:
@@ -156,6 +166,68 @@ class Watching(Sleeping):
                 self._set_engine_problem(error.message)
             await self._clock.sleep(delay)
             delay = min(delay * 2, ENGINE_RETRY_MAX)
+
+    async def _follow_host_events(self) -> None:
+        """Every host's events, from a runtime over several engines: its stream does not end
+        when a host goes away (the runtime reports that through ``host_changed``)."""
+        while True:
+            try:
+                async for event in self._runtime.events():
+                    try:
+                        await self._on_event(event)
+                    except RyxError as error:
+                        log.warning("while handling %s: %s", event, error)
+                return  # the runtime was closed
+            except RyxError as error:
+                log.warning("following the hosts' events failed: %s", error.message)
+            await self._clock.sleep(ENGINE_RETRY_FIRST)
+
+    def host_changed(self, host: str, problem: str | None) -> None:
+        """A runtime over several engines reports ``host``'s engine away (why) or back (None).
+
+        Away: its models turn ``unreachable``. Back after being away: its containers are read
+        again (the runtime follows the host's events by then) and what runs is adopted.
+        """
+        was = self._host_problems.get(host)
+        self._set_host_problem(host, problem)
+        if problem is not None:
+            self._host_away(host, problem)
+        elif was is not None and self._watching:
+            task = self._resyncs.get(host)
+            if task is None or task.done():
+                self._resyncs[host] = asyncio.create_task(
+                    self._resync_host(host), name=f"ryx-resync-{host}"
+                )
+
+    async def _resync_host(self, host: str) -> None:
+        """Read ``host``'s containers again once it answers; adopt what runs there."""
+        assert isinstance(self._runtime, HostsRuntime)
+        try:
+            found = {info.model_key: info for info in await self._runtime.list_host(host)}
+        except RyxError as error:
+            log.warning("host %s: cannot read its containers again: %s", host, error.message)
+            return
+        for key, slot in list(self._slots.items()):
+            model = self._config.models.get(key)
+            if not isinstance(model, ModelConfig) or self._slots.get(key) is not slot:
+                continue
+            info = found.get(key)
+            inst = slot.instance
+            if inst.host != host and info is None:
+                continue
+            if inst.host != host and model.host != ANY_HOST and inst.running:
+                continue  # it runs elsewhere; a container of it here is not ours to take
+            if slot.stopping or (slot.start_task is not None and not slot.start_task.done()):
+                continue
+            if info is not None and info.status is ContainerStatus.RUNNING:
+                if info.id != inst.container_id or not inst.running:
+                    await self._adopt(info)
+            elif info is not None and info.exit_code not in CLEAN_EXIT_CODES:
+                await self._adopt(info)  # exited with a failure: it says why
+            elif inst.container_id is not None or inst.running:
+                self._mark_stopped(key, f"stopped while host {host} was unreachable")
+            elif inst.state is InstanceState.UNREACHABLE:
+                self._mark_stopped(key, f"host {host} answers again")
 
     async def _resync(self) -> None:
         """Read every container again after the engine was unreachable; adopt what runs."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from ryx_desktop.config import Config, ModelConfig
 from ryx_desktop.core.gpu import GpuReading
-from ryx_desktop.core.hosts import LOCAL
+from ryx_desktop.core.spec import LOCAL_HOST as LOCAL
 
 #: A model's ``host: any``: the scheduler places it.
 ANY = "any"

@@ -6,9 +6,9 @@ Core never imports docker, httpx or pynvml; it talks to these. Tests plug fakes 
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from ryx_desktop.core.spec import LOCAL_HOST, ContainerSpec
 from ryx_desktop.core.states import ModelMetrics
@@ -133,6 +133,37 @@ class ContainerRuntime(Protocol):
 
     async def close(self) -> None:
         """Stop background threads and close the connection."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class HostListing:
+    """Every host's containers, read at once: what answered, and why the others did not."""
+
+    containers: tuple[ContainerInfo, ...]
+    answered: tuple[str, ...]  # hosts whose engine listed its containers
+    problems: Mapping[str, str] = field(default_factory=dict)  # host -> why it did not answer
+
+
+@runtime_checkable
+class HostsRuntime(Protocol):
+    """What a runtime over several engines (one per host) adds to ``ContainerRuntime``.
+
+    It reports each host's reachability itself (to a listener given at its construction), and
+    its event stream never ends because one host went away.
+    """
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """The hosts it has an engine for (``local`` among them)."""
+        ...
+
+    async def list_hosts(self) -> HostListing:
+        """Every host's containers, tagged with their host; never raises for one host."""
+        ...
+
+    async def list_host(self, host: str) -> list[ContainerInfo]:
+        """One host's containers (for a resync once it answers again); its error if not."""
         ...
 
 

@@ -65,36 +65,41 @@ class GpuStartGate:
     """One start at a time per GPU, held from container start until ready (or failure)."""
 
     def __init__(self) -> None:
-        self._locks: dict[int, asyncio.Lock] = {}
-        self._holders: dict[int, str] = {}
+        self._locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self._holders: dict[tuple[str, int], str] = {}
 
-    def holder(self, gpu: int) -> str | None:
-        """The key of the model whose start holds ``gpu`` now."""
-        return self._holders.get(gpu)
+    def holder(self, gpu: int, host: str = "local") -> str | None:
+        """The key of the model whose start holds ``gpu`` (of ``host``) now."""
+        return self._holders.get((host, gpu))
 
     @contextlib.asynccontextmanager
     async def hold(
-        self, key: str, gpus: Iterable[int], on_wait: Callable[[str], None] | None = None
+        self,
+        key: str,
+        gpus: Iterable[int],
+        on_wait: Callable[[str], None] | None = None,
+        *,
+        host: str = "local",
     ) -> AsyncIterator[None]:
-        """Take every GPU of ``gpus`` in index order (so two starts cannot deadlock).
+        """Take every GPU of ``gpus`` (on ``host``) in index order (so two starts cannot
+        deadlock). GPUs of different hosts are different GPUs.
 
         ``on_wait`` hears a short sentence each time the start has to wait for another one.
         No GPUs (``devices: none``): nothing to take.
         """
-        taken: list[int] = []
+        taken: list[tuple[str, int]] = []
+        where = "" if host == "local" else f" of host {host}"
         try:
             for gpu in sorted(gpus):
-                lock = self._locks.setdefault(gpu, asyncio.Lock())
+                lock = self._locks.setdefault((host, gpu), asyncio.Lock())
                 if lock.locked() and on_wait is not None:
-                    on_wait(
-                        f"waiting for GPU {gpu}: {self._holders.get(gpu, 'another model')} "
-                        "is starting on it"
-                    )
+                    holder = self._holders.get((host, gpu), "another model")
+                    on_wait(f"waiting for GPU {gpu}{where}: {holder} is starting on it")
                 await lock.acquire()
-                taken.append(gpu)
-                self._holders[gpu] = key
+                taken.append((host, gpu))
+                self._holders[(host, gpu)] = key
             yield
         finally:
-            for gpu in reversed(taken):
-                self._holders.pop(gpu, None)
-                self._locks[gpu].release()
+            for slot in reversed(taken):
+                self._holders.pop(slot, None)
+                self._locks[slot].release()

@@ -27,6 +27,7 @@ from ryx_desktop.config.container import (
 )
 
 __all__ = [
+    "ANY_HOST",
     "CONTAINER_PORT",
     "CONTAINER_PREFIX",
     "HF_CACHE_MOUNT",
@@ -48,6 +49,8 @@ __all__ = [
 
 #: The host name of the local Docker engine (the ``docker:`` section), as the config's ``host:``.
 LOCAL_HOST = "local"
+#: ``host: any``: the scheduler picks the host.
+ANY_HOST = "any"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,15 +90,34 @@ class ContainerSpec:
         return self.labels[LABEL_SPEC_HASH]
 
 
-def build_spec(key: str, config: Config, environ: Mapping[str, str] | None = None) -> ContainerSpec:
-    """The container spec for managed model ``key``; ``environ`` supplies pass-through secrets."""
+def build_spec(
+    key: str,
+    config: Config,
+    environ: Mapping[str, str] | None = None,
+    *,
+    host: str | None = None,
+) -> ContainerSpec:
+    """The container spec for managed model ``key``; ``environ`` supplies pass-through secrets.
+
+    ``host`` is the engine it runs on (default: the model's ``host:``; a ``host: any`` model
+    counts as local until the scheduler picks one): a host of ``hosts:`` may set its own models
+    folder and image (the model's own ``image:`` still comes first).
+    """
     model = config.models[key]
     if not isinstance(model, ModelConfig):
         raise TypeError(f"model {key!r} is external and has no container")
+    where = host or model.host
+    if where == ANY_HOST:
+        where = LOCAL_HOST
     docker = config.docker
+    other = config.hosts.get(where) if where != LOCAL_HOST else None
+    models_dir = docker.models_dir
     image = model.image or docker.image
+    if other is not None:
+        models_dir = Path(str(other.models_dir)) if other.models_dir is not None else models_dir
+        image = model.image or other.image or docker.image
     mounts = (
-        Mount(str(docker.models_dir), MODELS_MOUNT, read_only=True),
+        Mount(str(models_dir), MODELS_MOUNT, read_only=True),
         Mount(str(docker.hf_cache), HF_CACHE_MOUNT),
         Mount(str(docker.vllm_cache), VLLM_CACHE_MOUNT),
     )
@@ -122,9 +144,9 @@ def build_spec(key: str, config: Config, environ: Mapping[str, str] | None = Non
         mounts=mounts,
         env=env,
         labels=labels,
-        host_model_path=host_model_path(model.model, docker.models_dir),
+        host_model_path=host_model_path(model.model, models_dir),
         secret_env=secret,
-        host=model.host,
+        host=where,
     )
 
 

@@ -17,7 +17,7 @@ class InstanceState(enum.StrEnum):
     SLEEPING = "sleeping"
     UNHEALTHY = "unhealthy"
     FAILED = "failed"
-    UNREACHABLE = "unreachable"  # external (url:) models only
+    UNREACHABLE = "unreachable"  # external (url:) model not answering, or its host's engine away
 
 
 class ProgressPhase(enum.StrEnum):
@@ -83,6 +83,9 @@ class Instance:
     note: str = ""  # last state-change reason, e.g. "stopped after 600 s idle"
     sleep_level: int | None = None  # vLLM's sleep level (1 or 2) while SLEEPING
     host_ram_bytes: int | None = None  # host RAM a level-1 sleep holds (its weights), if known
+    #: The Docker engine it runs on (or will run on): ``local`` or a name from ``hosts:``; a
+    #: stopped ``host: any`` model shows ``any`` until the scheduler places it.
+    host: str = "local"
 
     @property
     def busy(self) -> bool:
@@ -159,4 +162,5 @@ def instance_from_json(data: dict[str, Any]) -> Instance:
         note=str(data.get("note", "")),
         sleep_level=data.get("sleep_level"),
         host_ram_bytes=data.get("host_ram_bytes"),
+        host=str(data.get("host", "local")),
     )

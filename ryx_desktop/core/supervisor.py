@@ -14,12 +14,13 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
-from ryx_desktop.config import Config
+from ryx_desktop.config import Config, ModelConfig
 from ryx_desktop.core._supervisor_base import (
     CONTAINER_FIELDS,
     USAGE_INTERVAL,
     ConfigObserver,
     EngineObserver,
+    HostObserver,
     Observer,
     SelectionObserver,
     Slot,
@@ -38,11 +39,10 @@ from ryx_desktop.core.errors import (
     StartCancelledError,
 )
 from ryx_desktop.core.gpu import GpuProbe
-from ryx_desktop.core.hosts import refuse_other_hosts
 from ryx_desktop.core.ports import Clock, ContainerRuntime, HealthProbe, HostFacts, SleepControl
 from ryx_desktop.core.readiness import GpuStartGate
 from ryx_desktop.core.routing import resolve_model
-from ryx_desktop.core.spec import build_spec
+from ryx_desktop.core.spec import ANY_HOST, build_spec
 from ryx_desktop.core.states import Failure, Instance, InstanceState
 
 __all__ = [
@@ -77,17 +77,23 @@ class Supervisor(Watching):
         sleep_control: SleepControl | None = None,
         host_facts: HostFacts | None = None,
         gpu_probe: GpuProbe | None = None,
+        gpu_probes: Mapping[str, GpuProbe] | None = None,
     ) -> None:
         """``probe_interval``: between probes of running models. While a model starts, it is
         probed every ``ready_poll_interval`` (vLLM refuses connections until it is up, cheaply)
         and its container inspected every ``exit_check_interval`` (or at once on a Docker
-        ``die`` event or the end of its log)."""
+        ``die`` event or the end of its log). ``gpu_probe`` reads this machine's GPUs,
+        ``gpu_probes`` other hosts' (by host name), for planning room and placing models.
+
+        With a runtime over several engines (``HostsRuntime``) wire its host reports to
+        :meth:`host_changed`."""
         self._config = config
         self._runtime = runtime
         self._health = health
         self._sleep = sleep_control  # None: no model can sleep (sleep_mode models stop instead)
         self._host = host_facts  # None: host RAM unknown, sleeps to make room are level 2
         self._gpu_probe = gpu_probe  # None: room is planned on the configured shares
+        self._gpu_probes = dict(gpu_probes or {})
         self._clock = clock
         self._environ = dict(environ or {})
         self._gpu_indices = tuple(gpu_indices)
@@ -109,6 +115,9 @@ class Supervisor(Watching):
         self._watching = False
         self._engine_problem: str | None = None  # why the Docker engine does not answer
         self._engine_observers: list[EngineObserver] = []
+        self._host_problems: dict[str, str | None] = {}
+        self._host_observers: list[HostObserver] = []
+        self._resyncs: dict[str, asyncio.Task[None]] = {}
 
     # ---- snapshots -------------------------------------------------------------------------
 
@@ -173,7 +182,6 @@ class Supervisor(Watching):
         container spec differs from the new config keeps its container, port and served name
         until it restarts: it is marked ``config_changed`` and its key returned.
         """
-        refuse_other_hosts(config)
         async with self._reconfiguring:
             return await self._reconfigure(config)
 
@@ -206,7 +214,12 @@ class Supervisor(Watching):
             self._slots[key] = slot
             fields = self._static_fields(key)
             if key in running_hash:
-                differs = running_hash[key] != build_spec(key, config, self._environ).spec_hash
+                where = slot.instance.host
+                fields.pop("host")  # it runs where it runs until it restarts
+                wanted = build_spec(key, config, self._environ, host=where).spec_hash
+                model = config.models[key]
+                moved = isinstance(model, ModelConfig) and model.host not in (where, ANY_HOST)
+                differs = running_hash[key] != wanted or moved
                 if differs:
                     changed.append(key)
                     fields = {k: v for k, v in fields.items() if k not in CONTAINER_FIELDS}
@@ -229,8 +242,9 @@ class Supervisor(Watching):
         """
         slot = self._slots[key]
         container_id = slot.instance.container_id
+        where = slot.instance.host
         if container_id is None:
-            return slot.spec_hash or build_spec(key, new, self._environ).spec_hash
+            return slot.spec_hash or build_spec(key, new, self._environ, host=where).spec_hash
         try:
             info = await self._runtime.inspect(container_id)
         except RyxError as error:
@@ -238,7 +252,7 @@ class Supervisor(Watching):
             info = None
         if info is not None and info.spec_hash is not None:
             return info.spec_hash
-        return build_spec(key, old, self._environ).spec_hash
+        return build_spec(key, old, self._environ, host=where).spec_hash
 
     def _keep_selection_valid(self, old: Config, config: Config) -> None:
         """Follow a changed ``default_model``; replace a selection whose model is gone."""
@@ -273,7 +287,6 @@ class Supervisor(Watching):
         opens anyway, says so (``engine_problem``), and adopts what runs once the engine
         answers (at login the app may start before the Docker service does).
         """
-        refuse_other_hosts(self._config)
         self._watching = watch
         try:
             found = await self._runtime.list_models()
@@ -300,6 +313,8 @@ class Supervisor(Watching):
     async def close(self) -> None:
         """Stop watching. Models keep running."""
         tasks: list[asyncio.Task[Any]] = [t for t in (self._events_task,) if t is not None]
+        tasks += list(self._resyncs.values())
+        self._resyncs.clear()
         for slot in self._slots.values():
             tasks += [t for t in (slot.start_task, slot.monitor_task) if t is not None]
         for task in tasks:
@@ -320,6 +335,8 @@ class Supervisor(Watching):
             return await self._ensure_external(key)
         if inst.state in (InstanceState.READY, InstanceState.UNHEALTHY):
             return inst
+        if inst.state is InstanceState.UNREACHABLE and inst.host != ANY_HOST:
+            self._check_host(key, inst.host)  # its host is away: say so, change nothing
         if slot.start_task is None or slot.start_task.done():
             if inst.state is InstanceState.SLEEPING:
                 slot.start_task = asyncio.create_task(self._run_wake(key), name=f"ryx-wake-{key}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import pytest
 import pytest_asyncio
@@ -18,12 +18,10 @@ from ryx_desktop.adapters.multi_engine import RETRY_MAX, MultiEngineRuntime
 from ryx_desktop.config import Config
 from ryx_desktop.core.errors import (
     ConfigError,
-    DockerError,
     DockerUnavailableError,
     HostUnreachableError,
 )
 from ryx_desktop.core.ports import (
-    ContainerInfo,
     ContainerRuntime,
     ContainerStatus,
     RuntimeEvent,
@@ -31,6 +29,7 @@ from ryx_desktop.core.ports import (
 )
 from ryx_desktop.core.spec import ContainerSpec, build_spec
 from tests.support.fakes import FakeRuntime, VirtualClock, settle
+from tests.support.host_fakes import FakePorts, FlakyEngine
 
 pytestmark = pytest.mark.asyncio
 
@@ -44,69 +43,6 @@ CONFIG = Config.model_validate(
         },
     }
 )
-#: A marker put in an engine's event queue: the stream breaks there (the engine went away).
-_CUT = RuntimeEvent(RuntimeEventKind.DIE, "", "")
-
-
-class FlakyEngine(FakeRuntime):
-    """An in-memory engine that can go away (``crash``) and come back (``revive``)."""
-
-    def __init__(self, host: str) -> None:
-        super().__init__(host)
-        self.down: str | None = None
-        self.lists = 0
-
-    def crash(self, reason: str = "no Docker engine answers at ssh://me@box2") -> None:
-        self.down = reason
-        self.emit(_CUT)
-
-    def revive(self) -> None:
-        self.down = None
-
-    async def list_models(self) -> list[ContainerInfo]:
-        self.lists += 1
-        if self.down is not None:
-            raise DockerUnavailableError(self.down)
-        return await super().list_models()
-
-    async def inspect(self, container_id: str) -> ContainerInfo | None:
-        if self.down is not None:
-            raise DockerUnavailableError(self.down)
-        return await super().inspect(container_id)
-
-    async def events(self) -> AsyncIterator[RuntimeEvent]:
-        if self.down is not None:
-            raise DockerUnavailableError(self.down)
-        while (event := await self._events.get()) is not _CUT:
-            yield event
-        raise DockerError(f"the engine of {self.host} closed its event stream")
-
-
-@dataclass
-class FakePorts:
-    """Records the forwards opened and closed; ``refuse`` makes opening fail for a host."""
-
-    opened: list[tuple[str, int]] = field(default_factory=list)
-    closed: list[tuple[str, int]] = field(default_factory=list)
-    refuse: set[str] = field(default_factory=set)
-
-    async def open_port(self, host: str, port: int) -> tuple[str, int]:
-        await asyncio.sleep(0)
-        if host in self.refuse:
-            raise HostUnreachableError(f"cannot reach {host} over SSH: refused", host=host)
-        self.opened.append((host, port))
-        return (host, port)
-
-    async def close_port(self, handle: tuple[str, int]) -> None:
-        await asyncio.sleep(0)
-        self.closed.append(handle)
-
-    @property
-    def live(self) -> list[tuple[str, int]]:
-        live = list(self.opened)
-        for handle in self.closed:
-            live.remove(handle)
-        return live
 
 
 @dataclass
