@@ -21,6 +21,7 @@ import pytest
 
 from ryx_desktop.config import Config
 from tests.support.extra_dockerd import ExtraDockerd, link_exists
+from tests.support.remote_host import RemoteHost
 from tests.support.upstream import distinct_free_ports
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # for the tests that show the window
@@ -145,3 +146,48 @@ def engine_config(
         )
 
     return make
+
+
+MakeRemoteHost = Callable[..., RemoteHost]
+
+
+@pytest.fixture
+def make_remote_host(tmp_path: Path) -> Iterator[MakeRemoteHost]:
+    """``make_remote_host(label, *, live_restore=False) -> RemoteHost``, started.
+
+    A network namespace with its own engine and sshd (see ``tests.support.remote_host``).
+    ``label`` (one or two letters) plus this process's pid names it, so that test runs in
+    parallel never share one; its workdir is a short folder in the system's temporary
+    directory. After the test every host is closed, its engine's and sshd's logs copied to
+    ``tmp_path`` and its workdir removed.
+    """
+    docker0 = link_exists("docker0")
+    made: list[RemoteHost] = []
+
+    def make(label: str, *, live_restore: bool = False) -> RemoteHost:
+        assert 1 <= len(label) <= 2 and label.isalpha(), label
+        name = f"{label}{os.getpid()}"
+        workdir = tempfile.mkdtemp(prefix=f"ryx-remote-{name}-")
+        host = RemoteHost(name, workdir, live_restore=live_restore)
+        made.append(host)
+        host.start()
+        return host
+
+    yield make
+    problems: list[str] = []
+    for host in reversed(made):
+        try:
+            host.close()
+        except Exception as exc:
+            problems.append(str(exc))
+        for log, kept in (
+            (host.engine.log_path, "dockerd"),
+            (host.workdir / "sshd" / "sshd.log", "sshd"),
+        ):
+            if log.exists():
+                shutil.copy(log, tmp_path / f"{kept}-remote-{host.name}.log")
+        shutil.rmtree(host.workdir, ignore_errors=True)
+    if docker0 and not link_exists("docker0"):
+        problems.append("docker0, the main engine's bridge, is gone")
+    if problems:
+        pytest.fail("; ".join(problems), pytrace=False)

@@ -14,6 +14,15 @@ once next to the main engine without touching it:
 * ``--ip-forward=false``: it changes no host setting (containers need no route out; nothing
   beyond this machine is reachable in CI anyway).
 
+``netns`` (the name of a network namespace made with ``ip netns add``) runs the engine inside
+that namespace: dockerd is started through ``nsenter --net=/run/netns/<netns>`` (the network
+namespace only, not ``ip netns exec``, which would give each start a mount namespace of its
+own: dockerd stays in this machine's, so its mounts are where ``close()`` looks for them, and
+a dockerd started after ``kill()`` sees those of the shims and containers that outlived the
+killed one), and its bridge is made, checked and deleted inside the
+namespace (``ip -n <netns>``). Its ports published on ``127.0.0.1`` are then that namespace's
+loopback, not this machine's; its socket is a file, usable from anywhere on this machine.
+
 Every wait is on a condition with a deadline (the socket answering ``/_ping``, the process
 exiting); nothing sleeps a fixed time. ``close()`` removes exactly what the engine made: its
 containers (through the engine, by name), its processes (dockerd, then any containerd or shim
@@ -90,8 +99,9 @@ class ExtraDockerd:
     ``name`` (1-9 of ``a-z0-9-``) names its bridge ``ryxbr-<name>``; ``subnet`` is the bridge's
     network (``"10.213.7.0/24"``; None: a free /24 of :data:`SUBNET_POOL`, chosen at the first
     start). ``live_restore`` keeps containers running while the engine is down (dockerd's
-    ``--live-restore``); it may be changed between starts. Also a context manager: ``with``
-    starts it and closes it.
+    ``--live-restore``); it may be changed between starts. ``netns`` runs it, and makes its
+    bridge, in that network namespace (see the module's docstring). Also a context manager:
+    ``with`` starts it and closes it.
     """
 
     def __init__(
@@ -104,6 +114,7 @@ class ExtraDockerd:
         dockerd: str = "dockerd",
         start_timeout: float = 60.0,
         stop_timeout: float = 60.0,
+        netns: str | None = None,
     ) -> None:
         if not _NAME_RE.fullmatch(name):
             raise ValueError(f"engine name {name!r}: 1-9 characters of a-z, 0-9 and '-'")
@@ -115,6 +126,7 @@ class ExtraDockerd:
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self._dockerd = dockerd
+        self.netns = netns
         self._process: subprocess.Popen[bytes] | None = None
         self._created_bridge = False
         self._ever_started = False
@@ -185,6 +197,7 @@ class ExtraDockerd:
         config = self.workdir / "daemon.json"
         config.write_text(json.dumps({}) + "\n")  # not /etc/docker/daemon.json
         command = [
+            *netns_prefix(self.netns),
             self._dockerd,
             f"--config-file={config}",
             f"--host=unix://{self.socket_path}",
@@ -316,7 +329,8 @@ class ExtraDockerd:
                 self._unmount_all()
         if self._created_bridge:
             with _collect(problems, f"deleting bridge {self.bridge}"):
-                _ip("link", "del", self.bridge)
+                if self._link_exists(self.bridge):  # a deleted namespace took it along
+                    self._ip("link", "del", self.bridge)
                 self._created_bridge = False
         for path in (self.data_root, self.exec_root):
             if path.exists():
@@ -382,20 +396,38 @@ class ExtraDockerd:
 
     # ---- the bridge --------------------------------------------------------------------------
 
+    def _link_exists(self, name: str) -> bool:
+        """Whether the engine's network namespace has an interface called ``name``."""
+        if self.netns is None:
+            return link_exists(name)
+        shown = subprocess.run(
+            ["ip", "-n", self.netns, "link", "show", "dev", name],
+            capture_output=True,
+            check=False,
+        )
+        return shown.returncode == 0
+
+    def _ip(self, *args: str) -> None:
+        """``ip`` in the engine's network namespace."""
+        _ip(*(("-n", self.netns) if self.netns is not None else ()), *args)
+
     def _ensure_bridge(self) -> None:
         """Create ``ryxbr-<name>`` with the subnet's first address, once; a bridge of that name
         that this object did not create is refused (another engine's, or a crashed run's)."""
         if self._created_bridge:
-            if link_exists(self.bridge):
+            if self._link_exists(self.bridge):
                 return
             self._created_bridge = False
-        with _host_lock():
-            if link_exists(self.bridge):
+        with host_lock():
+            if self._link_exists(self.bridge):
+                where = f"ip -n {self.netns}" if self.netns is not None else "ip"
                 raise ExtraDockerdError(
                     f"bridge {self.bridge} exists already: another engine's, or left by a crashed "
-                    f"run (remove it with `ip link del {self.bridge}`)"
+                    f"run (remove it with `{where} link del {self.bridge}`)"
                 )
-            used = _used_networks()
+            used = used_networks()
+            if self.netns is not None:
+                used += used_networks(self.netns)
             if self.subnet is None:
                 self.subnet = _free_subnet(used)
             clash = [str(n) for n in used if n.overlaps(self.subnet)]
@@ -405,10 +437,10 @@ class ExtraDockerd:
                     "already on this machine: choose another"
                 )
             gateway = next(self.subnet.hosts())
-            _ip("link", "add", self.bridge, "type", "bridge")
+            self._ip("link", "add", self.bridge, "type", "bridge")
             self._created_bridge = True
-            _ip("addr", "add", f"{gateway}/{self.subnet.prefixlen}", "dev", self.bridge)
-            _ip("link", "set", self.bridge, "up")
+            self._ip("addr", "add", f"{gateway}/{self.subnet.prefixlen}", "dev", self.bridge)
+            self._ip("link", "set", self.bridge, "up")
 
 
 # ---- helpers --------------------------------------------------------------------------------
@@ -423,9 +455,17 @@ def _collect(problems: list[str], doing: str) -> Iterator[None]:
         problems.append(f"{doing}: {exc}")
 
 
+def netns_prefix(netns: str | None) -> list[str]:
+    """The command words that run a program in the network namespace ``netns`` (made with
+    ``ip netns add``) and nothing else of it (``nsenter`` execs it: the pid stays the
+    program's); none for None."""
+    return [] if netns is None else ["nsenter", f"--net=/run/netns/{netns}", "--"]
+
+
 @contextlib.contextmanager
-def _host_lock() -> Iterator[None]:
-    """One bridge created at a time on this machine (parallel test runs pick subnets)."""
+def host_lock() -> Iterator[None]:
+    """One bridge (or other network) created at a time on this machine (parallel test runs
+    pick subnets)."""
     path = Path(tempfile.gettempdir()) / f"ryx-extra-dockerd-{os.getuid()}.lock"
     with path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -444,10 +484,11 @@ def _ip(*args: str) -> None:
         raise ExtraDockerdError(f"`ip {' '.join(args)}` failed: {exc.stderr.strip()}") from None
 
 
-def _used_networks() -> list[ipaddress.IPv4Network]:
-    """The IPv4 networks of every interface address on this machine."""
+def used_networks(netns: str | None = None) -> list[ipaddress.IPv4Network]:
+    """The IPv4 networks of every interface address on this machine (in ``netns``: there)."""
+    where = ["-n", netns] if netns is not None else []
     out = subprocess.run(
-        ["ip", "-o", "-4", "addr", "show"], check=True, capture_output=True, text=True
+        ["ip", *where, "-o", "-4", "addr", "show"], check=True, capture_output=True, text=True
     ).stdout
     return [
         ipaddress.IPv4Interface(match).network

@@ -21,6 +21,12 @@ rewritten between commands. ``env`` changes need a ``restart()`` (sshd reads its
 start). The login shell still runs (root's ``bash -c``), and Debian's bash reads ``~/.bashrc``
 under sshd: that file may add to ``PATH`` but :attr:`bin_dir` stays on it.
 
+``netns`` and ``listen_address`` put it on another "machine": started through
+``nsenter --net=/run/netns/<netns>`` it listens on ``listen_address`` (an address of that
+network namespace, reachable from here) instead of ``127.0.0.1``, and the commands and forwards
+of its sessions run in that namespace (``ssh -L P:127.0.0.1:P`` reaches the namespace's
+loopback). :attr:`url`, the ``known_hosts`` entry and the ``ssh_config`` name that address.
+
 Every wait is on a condition with a deadline: the port accepting and sending the ``SSH-2.0-``
 banner, the process exiting. ``stop()``/``kill()`` end the listener and every process it forked
 (the per-connection sshd processes and their commands: a host that goes away drops its
@@ -45,6 +51,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
+from tests.support.extra_dockerd import netns_prefix
+
 SSHD = "/usr/sbin/sshd"
 SSH_KEYGEN = "ssh-keygen"
 PRIVSEP_DIR = Path("/run/sshd")
@@ -65,10 +73,10 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def banner_of(port: int, timeout: float = 1.0) -> bytes | None:
-    """The first line an SSH server on ``127.0.0.1:port`` sends, or None when none answers."""
+def banner_of(port: int, timeout: float = 1.0, host: str = "127.0.0.1") -> bytes | None:
+    """The first line an SSH server on ``host:port`` sends, or None when none answers."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
             answer = b""
             while b"\n" not in answer and len(answer) < 256:
                 chunk = sock.recv(256)
@@ -117,7 +125,9 @@ class TestSshd:
 
     ``env`` is set for every command run through it (``PATH`` given there comes after
     :attr:`bin_dir`); ``port`` None picks a free one at construction; ``alias`` is the ``Host``
-    name in the client's ``ssh_config``. Also a context manager.
+    name in the client's ``ssh_config``. ``netns`` runs it in that network namespace (made
+    with ``ip netns add``), listening on ``listen_address`` (an IPv4 address there). Also a
+    context manager.
     """
 
     __test__ = False  # not a pytest test class, whatever its name
@@ -132,9 +142,13 @@ class TestSshd:
         sshd: str = SSHD,
         start_timeout: float = 20.0,
         stop_timeout: float = 10.0,
+        netns: str | None = None,
+        listen_address: str = "127.0.0.1",
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.env = dict(env or {})
+        self.netns = netns
+        self.listen_address = listen_address
         self.port = port or _free_port()
         self.alias = alias
         self._sshd = sshd
@@ -147,7 +161,7 @@ class TestSshd:
 
     @property
     def url(self) -> str:
-        return f"ssh://root@127.0.0.1:{self.port}"
+        return f"ssh://root@{self.listen_address}:{self.port}"
 
     @property
     def host_key(self) -> Path:
@@ -234,7 +248,7 @@ class TestSshd:
 
     def answers(self) -> bool:
         """Whether the port sends an SSH banner now."""
-        banner = banner_of(self.port)
+        banner = banner_of(self.port, host=self.listen_address)
         return banner is not None and banner.startswith(BANNER)
 
     def log_tail(self, lines: int = _LOG_TAIL) -> str:
@@ -267,7 +281,14 @@ class TestSshd:
         )
         if checked.returncode != 0:
             raise TestSshdError(f"sshd refuses its config: {checked.stderr.strip()}")
-        command = [self._sshd, "-D", "-e", "-f", str(self.sshd_config)]
+        command = [
+            *netns_prefix(self.netns),
+            self._sshd,
+            "-D",
+            "-e",
+            "-f",
+            str(self.sshd_config),
+        ]
         with self.log_path.open("ab") as log:
             log.write(f"\n==== {' '.join(command)}\n".encode())
             log.flush()
@@ -284,7 +305,7 @@ class TestSshd:
             if time.monotonic() > deadline:
                 self._end(signal.SIGKILL)
                 raise TestSshdError(
-                    f"the test sshd gave no banner on port {self.port} in "
+                    f"the test sshd gave no banner on {self.listen_address}:{self.port} in "
                     f"{self.start_timeout:g} s; its log:\n{self.log_tail()}"
                 )
             time.sleep(_POLL)
@@ -399,7 +420,7 @@ class TestSshd:
         set_env = " ".join(f'"{name}={value}"' for name, value in env.items())
         lines = [
             f"Port {self.port}",
-            "ListenAddress 127.0.0.1",
+            f"ListenAddress {self.listen_address}",
             f"HostKey {self.host_key}",
             f"PidFile {self.pid_file}",
             f"AuthorizedKeysFile {self.authorized_keys}",
@@ -423,11 +444,11 @@ class TestSshd:
         self.sshd_config.write_text("\n".join(lines) + "\n")
         public_host_key = self.host_key.with_name(self.host_key.name + ".pub").read_text().split()
         self.known_hosts.write_text(
-            f"[127.0.0.1]:{self.port} {public_host_key[0]} {public_host_key[1]}\n"
+            f"[{self.listen_address}]:{self.port} {public_host_key[0]} {public_host_key[1]}\n"
         )
         client = [
             f"Host {self.alias}",
-            "  HostName 127.0.0.1",
+            f"  HostName {self.listen_address}",
             f"  Port {self.port}",
             "  User root",
             f"  IdentityFile {self.identity_file}",
