@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import cast
 
 from ryx_desktop.adapters.chat_client import ProxyChatClient
 from ryx_desktop.adapters.conversation_db import SqliteConversationStore
@@ -46,9 +47,11 @@ class Engine:
     local: DockerRuntime | None = None
 
     @property
-    def local_runtime(self) -> ContainerRuntime:
+    def local_runtime(self) -> DockerRuntime:
         """This machine's Docker engine (the ``docker:`` section)."""
-        return self.local if self.local is not None else self.runtime
+        if self.local is not None:
+            return self.local
+        return cast(DockerRuntime, self.runtime)  # one host: the runtime is the local engine
 
     @property
     def gpu_probes(self) -> Mapping[str, GpuProbe]:

@@ -9,7 +9,9 @@ first one's window and exits), then runs one coroutine on a qasync loop: ``start
 everything (engine and proxy share the GUI's loop), the app runs until a quit is requested (the
 tray's Quit, the window's close when there is no tray, ``aboutToQuit``, SIGINT/SIGTERM), and
 ``Desktop.shutdown`` closes the proxy, the GPU monitor and the engine in that order. Models keep
-running unless the user chose "Stop all and quit".
+running unless the user chose "Stop all and quit". The VRAM gauge reads every host's GPUs: this
+machine's through NVML, the other hosts' through the engine's probes (``Engine.gpu_probes``),
+and the window follows each host's state through the bridge.
 
 The config file stays the single source of truth while the app runs: a ``ConfigWatcher`` polls
 it, applies a valid hand edit to the engine (as a save from Settings would), and refuses an
@@ -128,7 +130,7 @@ def _real_chat(engine: Engine, environ: Mapping[str, str], proxy_root: Callable[
 def _real_setup_probe(
     engine: Engine, gpu_probe: GpuProbe, environ: Mapping[str, str]
 ) -> SetupProbe:
-    return SetupProbe(engine.runtime, gpu_probe, environ=environ)
+    return SetupProbe(engine.local_runtime, gpu_probe, environ=environ)
 
 
 @dataclass(frozen=True)
@@ -197,8 +199,14 @@ async def start_desktop(
             await deps.dialogs.error(f"{APP_NAME} cannot start", exc.message, exc.hint)
             raise StartupAborted(EXIT_FAILURE) from None
 
+        # This machine's GPUs through NVML, the other hosts' through their own probes.
         monitor = GpuMonitor(
-            probe, engine.supervisor, engine.runtime, deps.clock, interval=deps.gpu_interval
+            probe,
+            engine.supervisor,
+            engine.runtime,
+            deps.clock,
+            interval=deps.gpu_interval,
+            remote_probes=engine.gpu_probes,
         )
         await monitor.open()
         undo.push_async_callback(monitor.close)

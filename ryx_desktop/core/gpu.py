@@ -2,7 +2,8 @@
 
 A field NVML cannot give (unsupported on this GPU, no permission) is ``None`` and shown as
 N/A; it never raises. ``VramReport`` joins a reading with the models' containers and their
-planned budgets, so the gauge has one immutable thing to render.
+planned budgets, so the gauge has one immutable thing to render. With several Docker engines
+(``hosts:``) it holds every host's GPUs, each marked with its host.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class ModelVram:
 
 @dataclass(frozen=True, slots=True)
 class GpuVram:
-    """One GPU as the gauge draws it."""
+    """One GPU as the gauge draws it; ``host`` is the Docker engine's machine it belongs to."""
 
     index: int
     name: str
@@ -91,6 +92,7 @@ class GpuVram:
     free_bytes: int | None = None
     utilization_percent: float | None = None
     models: tuple[ModelVram, ...] = ()
+    host: str = "local"
 
     @property
     def models_bytes(self) -> int:
@@ -106,17 +108,38 @@ class GpuVram:
 
 
 @dataclass(frozen=True, slots=True)
+class HostGpuProblem:
+    """Why one host's GPUs could not be read (its GPUs show budgets only)."""
+
+    host: str
+    message: str
+    hint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class VramReport:
-    """Every GPU with its models; ``message`` (and ``hint``) when no GPU could be read."""
+    """Every GPU with its models; ``message`` (and ``hint``) when no GPU could be read.
+
+    ``hosts`` are the hosts whose GPUs were asked for, in order (empty: only this machine's);
+    ``host_problems`` says, when there are several, why a host's GPUs could not be read, while
+    ``message`` is only set when no host gave any GPU.
+    """
 
     gpus: tuple[GpuVram, ...] = ()
     message: str = ""
     hint: str = ""
+    hosts: tuple[str, ...] = ()
+    host_problems: tuple[HostGpuProblem, ...] = ()
 
     @property
     def found(self) -> bool:
         """True when NVML answered and at least one GPU was read."""
         return not self.message
+
+    @property
+    def several_hosts(self) -> bool:
+        """True when the GPUs of more than one host were asked for (titles name the host)."""
+        return len(self.hosts) > 1
 
     def used_by(self, key: str) -> int | None:
         """VRAM measured for model ``key`` over all GPUs; None when nothing was measured."""

@@ -1,9 +1,15 @@
-"""The GPU monitor: polls the GPU probe and publishes one ``VramReport`` for the VRAM gauge.
+"""The GPU monitor: polls the GPU probes and publishes one ``VramReport`` for the VRAM gauge.
 
 ``build_vram_report`` is the pure part: it joins a probe reading with the models' snapshots, the
 host PIDs of their containers and the config's planned budgets. ``GpuMonitor`` runs it on a timer
 of the injectable clock, asks the container runtime for PIDs only when a container is new or its
 processes may have changed, and polls slowly while there is no GPU to read.
+
+With several Docker engines (``hosts:``) every host's probe is read at once (this machine's NVML
+probe, the others' nvidia-smi over SSH); each host's part is built over the models on that host
+(PIDs are per machine, so a model is only matched against its own host's processes), and
+``merge_host_reports`` joins the parts: a host whose GPUs could not be read keeps its GPUs with
+budgets only and says why in ``host_problems``.
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping, Sequence
+from typing import Any
 
 from ryx_desktop.config import Config, ModelConfig
 from ryx_desktop.core.errors import RyxError
@@ -21,12 +28,14 @@ from ryx_desktop.core.gpu import (
     GpuReading,
     GpuStatus,
     GpuVram,
+    HostGpuProblem,
     ModelVram,
     VramReport,
     gpu_budget,
 )
 from ryx_desktop.core.planner import gpus_of
 from ryx_desktop.core.ports import Clock, ContainerRuntime
+from ryx_desktop.core.spec import ANY_HOST, LOCAL_HOST
 from ryx_desktop.core.states import Instance, InstanceState
 from ryx_desktop.core.supervisor import Supervisor
 
@@ -35,6 +44,12 @@ log = logging.getLogger(__name__)
 VramObserver = Callable[[VramReport], None]
 
 NO_GPU_MESSAGE = "No NVIDIA GPU found"
+#: Why a host the supervisor drives has no GPU probe.
+NO_PROBE_HINT = (
+    "ryx-desktop reads another host's GPUs with nvidia-smi over that host's SSH connection."
+)
+#: The report's message when several hosts were asked and none gave a GPU.
+NO_HOST_GPU_MESSAGE = "No host's GPUs could be read"
 
 
 def build_vram_report(
@@ -43,6 +58,9 @@ def build_vram_report(
     pids: Mapping[str, tuple[int, ...]],
     config: Config,
     gpu_indices: Sequence[int],
+    *,
+    host: str = LOCAL_HOST,
+    keys: Collection[str] | None = None,
 ) -> VramReport:
     """Every GPU with the configured models planned on it (or measured on it).
 
@@ -50,10 +68,13 @@ def build_vram_report(
     sum of NVML's per-process memory over those PIDs (0 when none of them is on that GPU, None when
     its PIDs or every matching process's memory are unknown). Stopped models have no measurement.
     Without a reading (no driver, no GPU) each of ``gpu_indices`` is listed with budgets only.
+    ``host`` marks every GPU; ``keys`` (None: all) are the models that belong on that host.
     """
     by_key = {inst.key: inst for inst in instances}
     managed = [
-        (key, model) for key, model in config.models.items() if isinstance(model, ModelConfig)
+        (key, model)
+        for key, model in config.models.items()
+        if isinstance(model, ModelConfig) and (keys is None or key in keys)
     ]
     if not reading.gpus:
         gpus = tuple(
@@ -65,6 +86,7 @@ def build_vram_report(
                     for key, model in managed
                     if index in gpus_of(model.devices, gpu_indices)
                 ),
+                host=host,
             )
             for index in gpu_indices
         )
@@ -90,9 +112,52 @@ def build_vram_report(
                 free_bytes=gpu.free_bytes,
                 utilization_percent=gpu.utilization_percent,
                 models=tuple(models),
+                host=host,
             )
         )
     return VramReport(gpus=tuple(out), message=reading.message, hint=reading.hint)
+
+
+def _managed(config: Config, key: str) -> ModelConfig | None:
+    model = config.models.get(key)
+    return model if isinstance(model, ModelConfig) else None
+
+
+def host_of(inst: Instance, model: ModelConfig | None) -> str:
+    """The host whose GPUs model ``inst`` is drawn on: where it runs, else where it is set to run
+    (``any`` for a ``host: any`` model not placed yet)."""
+    if inst.host:
+        return inst.host
+    return model.host if model is not None else LOCAL_HOST
+
+
+def merge_host_reports(reports: Sequence[tuple[str, VramReport]]) -> VramReport:
+    """One report over every host's (host, report), in that order.
+
+    With one host it is that host's report (this machine's looks as it always did). With
+    several, every host's GPUs are listed (one whose GPUs could not be read with budgets only,
+    as this machine's without a driver) and ``host_problems`` says why for each such host;
+    ``message`` is set only when no host gave any GPU.
+    """
+    if len(reports) == 1:
+        host, only = reports[0]
+        return dataclasses.replace(only, hosts=(host,))
+    gpus = tuple(gpu for _, report in reports for gpu in report.gpus)
+    problems = tuple(
+        HostGpuProblem(host, report.message, report.hint)
+        for host, report in reports
+        if not report.found
+    )
+    hosts = tuple(host for host, _ in reports)
+    if len(problems) < len(reports):
+        return VramReport(gpus=gpus, hosts=hosts, host_problems=problems)
+    return VramReport(
+        gpus=gpus,
+        message=NO_HOST_GPU_MESSAGE,
+        hint=next((p.hint for p in problems if p.hint), ""),
+        hosts=hosts,
+        host_problems=problems,
+    )
 
 
 def _measure(gpu: GpuStatus, pids: tuple[int, ...]) -> int | None:
@@ -119,6 +184,15 @@ def _model_vram(
     )
 
 
+async def _each(jobs: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run ``jobs`` side by side (one alone is simply awaited)."""
+    pending = list(jobs)
+    if len(pending) == 1:
+        await pending[0]
+    elif pending:
+        await asyncio.gather(*pending)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class _PidEntry:
     """A container's host PIDs, as the runtime listed them at ``at`` in state ``state``."""
@@ -130,6 +204,12 @@ class _PidEntry:
 
 class GpuMonitor:
     """Polls ``probe`` every ``interval`` seconds and publishes a ``VramReport`` when it changes.
+
+    ``probe`` reads this machine's GPUs; ``remote_probes`` read other hosts' (by host name). Each
+    poll reads the probe of every host the supervisor drives at the same time and joins each
+    host's reading with the models on that host: a model's container PIDs are that host's PIDs,
+    matched against that host's processes only. A host the supervisor drives but that has no
+    probe is listed with budgets only and says its GPUs are not read.
 
     Container PIDs come from ``runtime.inspect`` once per container, again when the model's
     state changes (vLLM starts its engine processes while loading), and at most every
@@ -148,8 +228,9 @@ class GpuMonitor:
         gpu_indices: Sequence[int] = (0,),
         idle_factor: float = 10.0,
         pid_refresh: float = 15.0,
+        remote_probes: Mapping[str, GpuProbe] | None = None,
     ) -> None:
-        self._probe = probe
+        self._probes: dict[str, GpuProbe] = {**(remote_probes or {}), LOCAL_HOST: probe}
         self._supervisor = supervisor
         self._runtime = runtime
         self._clock = clock
@@ -158,7 +239,7 @@ class GpuMonitor:
         self._idle_factor = idle_factor
         self._pid_refresh = pid_refresh
         self._observers: list[VramObserver] = []
-        self._reading: GpuReading | None = None
+        self._readings: dict[str, GpuReading] | None = None  # host -> its latest reading
         self._report: VramReport | None = None
         self._pids: dict[str, _PidEntry] = {}  # container id -> its PIDs
         self._task: asyncio.Task[None] | None = None
@@ -168,6 +249,10 @@ class GpuMonitor:
     def report(self) -> VramReport | None:
         """The latest report; None before the first poll."""
         return self._report
+
+    def hosts(self) -> tuple[str, ...]:
+        """The hosts whose GPUs each poll reads: the supervisor's, in its order."""
+        return tuple(self._supervisor.hosts) or (LOCAL_HOST,)
 
     def used_by(self, key: str) -> int | None:
         """VRAM measured for model ``key`` in the latest report; None when unknown."""
@@ -188,11 +273,14 @@ class GpuMonitor:
         return unsubscribe
 
     async def poll_once(self) -> VramReport:
-        """Read the GPUs, map the running models' processes, publish and return the report."""
-        reading = await self._probe.read()
-        self._reading = reading
-        if reading.gpus:
-            await self._refresh_pids(reading)
+        """Read every host's GPUs, map the running models' processes, publish and return the
+        report. Raises what the probes raised when every one of them did."""
+        readings = await self._read_all(self.hosts())
+        self._readings = readings
+        self._forget_gone_containers()
+        await _each(
+            self._refresh_pids(host, reading) for host, reading in readings.items() if reading.gpus
+        )
         report = self._build()
         self._publish(report)
         return report
@@ -205,7 +293,7 @@ class GpuMonitor:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="ryx-gpu-monitor")
 
     async def close(self) -> None:
-        """Stop polling. The probe belongs to whoever built it and is not closed here."""
+        """Stop polling. The probes belong to whoever built them and are not closed here."""
         task, self._task = self._task, None
         if self._unsubscribe is not None:
             self._unsubscribe()
@@ -227,22 +315,71 @@ class GpuMonitor:
             slow = report is None or not report.found
             await self._clock.sleep(self._interval * (self._idle_factor if slow else 1.0))
 
+    async def _read_all(self, hosts: Sequence[str]) -> dict[str, GpuReading]:
+        """Every host's reading, read at the same time; a host whose probe raised gets a
+        reading that says so, unless every probe raised (then that is raised)."""
+        if len(hosts) == 1:  # this machine alone: nothing to wait for side by side
+            return {hosts[0]: await self._read(hosts[0])}
+        answers = await asyncio.gather(*(self._read(h) for h in hosts), return_exceptions=True)
+        errors = [a for a in answers if isinstance(a, BaseException)]
+        if len(errors) == len(answers):
+            raise errors[0]
+        readings: dict[str, GpuReading] = {}
+        for host, answer in zip(hosts, answers, strict=True):
+            if isinstance(answer, BaseException):
+                if not isinstance(answer, Exception):
+                    raise answer
+                log.warning("reading the GPUs of %s failed: %s", host, answer)
+                answer = GpuReading(message=f"Reading the GPUs of {host} failed: {answer}")
+            readings[host] = answer
+        return readings
+
+    async def _read(self, host: str) -> GpuReading:
+        probe = self._probes.get(host)
+        if probe is None:
+            return GpuReading(
+                message=f"The GPUs of {host} are not read from here", hint=NO_PROBE_HINT
+            )
+        return await probe.read()
+
     def _on_instance(self, _inst: Instance) -> None:
-        # A model started or stopped: redraw from the last reading without any I/O.
-        if self._reading is not None:
+        # A model started or stopped: redraw from the last readings without any I/O.
+        if self._readings is not None:
             self._publish(self._build())
 
     def _build(self) -> VramReport:
-        assert self._reading is not None
+        assert self._readings is not None
         instances = self._supervisor.instances()
+        config = self._supervisor.config
         pids = {
             inst.key: self._pids[inst.container_id].pids
             for inst in instances
             if inst.running and inst.container_id is not None and inst.container_id in self._pids
         }
-        return build_vram_report(
-            self._reading, instances, pids, self._supervisor.config, self._gpu_indices
-        )
+        hosts = list(self._readings)
+        placed = {inst.key: host_of(inst, _managed(config, inst.key)) for inst in instances}
+        parts: list[tuple[str, VramReport]] = []
+        for host in hosts:
+            # A model not placed yet (host: any) may land on any host: its budget is a plan on
+            # each one.
+            keys = {key for key, where in placed.items() if where in (host, ANY_HOST)}
+            if len(hosts) == 1:
+                keys |= {key for key, where in placed.items() if where not in hosts}
+            parts.append(
+                (
+                    host,
+                    build_vram_report(
+                        self._readings[host],
+                        instances,
+                        pids,
+                        config,
+                        self._gpu_indices,
+                        host=host,
+                        keys=keys,
+                    ),
+                )
+            )
+        return merge_host_reports(parts)
 
     def _publish(self, report: VramReport) -> None:
         if report == self._report:
@@ -251,16 +388,26 @@ class GpuMonitor:
         for observer in list(self._observers):
             observer(report)
 
-    async def _refresh_pids(self, reading: GpuReading) -> None:
-        running = {
+    def _running_containers(self) -> dict[str, Instance]:
+        return {
             inst.container_id: inst
             for inst in self._supervisor.instances()
             if inst.running and inst.container_id is not None and not inst.external
         }
-        for gone in self._pids.keys() - running.keys():
+
+    def _forget_gone_containers(self) -> None:
+        for gone in self._pids.keys() - self._running_containers().keys():
             del self._pids[gone]
+
+    async def _refresh_pids(self, host: str, reading: GpuReading) -> None:
+        """Read the PIDs of ``host``'s running containers where they may have changed."""
+        running = {
+            cid: inst
+            for cid, inst in self._running_containers().items()
+            if host_of(inst, None) == host
+        }
         on_gpu = {p.pid for gpu in reading.gpus for p in gpu.processes}
-        accounted = {pid for entry in self._pids.values() for pid in entry.pids}
+        accounted = {pid for cid in running if cid in self._pids for pid in self._pids[cid].pids}
         unaccounted = bool(on_gpu - accounted)
         now = self._clock.now()
         for container_id, inst in running.items():

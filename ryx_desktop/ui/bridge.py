@@ -41,6 +41,7 @@ class EngineBridge(QObject):
     configChanged = Signal(object)  # Config
     commandFailed = Signal(str, str, str)  # model key ("" when none), message, hint
     engineChanged = Signal(object)  # str | None: why the Docker engine does not answer
+    hostChanged = Signal(str, object)  # host, str | None: why its Docker engine does not answer
 
     def __init__(
         self,
@@ -75,6 +76,7 @@ class EngineBridge(QObject):
             # Every config change, whoever made it (a dialog here, or the control API).
             supervisor.subscribe_config(self.configChanged.emit),
             supervisor.subscribe_engine(self.engineChanged.emit),
+            supervisor.subscribe_hosts(self.hostChanged.emit),
         ]
         if vram_source is not None:
             self._unsubscribe.append(vram_source(self._on_vram))
@@ -105,6 +107,14 @@ class EngineBridge(QObject):
     def engine_problem(self) -> str | None:
         """Why the Docker engine does not answer now (None: it does)."""
         return self._supervisor.engine_problem
+
+    def hosts(self) -> tuple[str, ...]:
+        """The Docker engines models run on: ``local`` first, then the config's ``hosts:``."""
+        return tuple(self._supervisor.hosts)
+
+    def host_problem(self, host: str) -> str | None:
+        """Why ``host``'s Docker engine does not answer now (None: it does, or not known yet)."""
+        return self._supervisor.host_problems.get(host)
 
     def instances(self) -> list[Instance]:
         return self._supervisor.instances()

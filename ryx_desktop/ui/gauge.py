@@ -10,6 +10,10 @@ bar.
 A model asleep (vLLM's sleep mode) keeps a small part of its budget: its segment is what it still
 holds, labelled with its sleep level, and its budget is drawn as a plan (dashed, after the awake
 models' budgets), like a stopped model's, since a wake takes it back.
+
+With several Docker engines (``hosts:``) each gauge's title starts with its host
+(``gpu2 · GPU 0: NVIDIA H200``), and a host whose GPUs could not be read (unreachable, no
+nvidia-smi) says why in a line above the gauges while its GPUs show their budgets only.
 """
 
 from __future__ import annotations
@@ -119,12 +123,24 @@ def model_colours(keys: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def gpu_title(gpu: GpuVram) -> str:
-    """``GPU 0: NVIDIA H200`` (just ``GPU 0`` when the name says no more)."""
+def gpu_title(gpu: GpuVram, with_host: bool = False) -> str:
+    """``GPU 0: NVIDIA H200`` (just ``GPU 0`` when the name says no more); ``with_host``:
+    ``gpu2 · GPU 0: NVIDIA H200``."""
     prefix = f"GPU {gpu.index}"
-    if not gpu.name or gpu.name == prefix:
-        return prefix
-    return f"{prefix}: {gpu.name}"
+    title = prefix if not gpu.name or gpu.name == prefix else f"{prefix}: {gpu.name}"
+    return f"{gpu.host} \u00b7 {title}" if with_host else title
+
+
+def report_text(report: VramReport) -> str:
+    """The line(s) above the gauges: why no GPU was read (with the hint), then each host whose
+    GPUs could not be read and why; "" when there is nothing to say."""
+    lines: list[str] = []
+    if not report.found:
+        lines.append(report.message if not report.hint else f"{report.message}\n{report.hint}")
+    for problem in report.host_problems:
+        line = f"{problem.host}: {problem.message}"
+        lines.append(f"{line} ({problem.hint})" if problem.hint else line)
+    return "\n".join(lines)
 
 
 def gpu_summary(gpu: GpuVram) -> str:
@@ -226,6 +242,7 @@ class GpuGauge(QWidget):
         self._gpu: GpuVram | None = None
         self._asleep: dict[str, int] = {}
         self._colours: dict[str, str] = {}
+        self._with_host = False
         if gpu is not None:
             self.set_gpu(gpu)
 
@@ -233,16 +250,20 @@ class GpuGauge(QWidget):
     def gpu(self) -> GpuVram | None:
         return self._gpu
 
-    def set_gpu(self, gpu: GpuVram, asleep: Mapping[str, int] | None = None) -> None:
-        """Show ``gpu``; ``asleep`` maps the keys of sleeping models to their sleep level."""
+    def set_gpu(
+        self, gpu: GpuVram, asleep: Mapping[str, int] | None = None, *, with_host: bool = False
+    ) -> None:
+        """Show ``gpu``; ``asleep`` maps the keys of sleeping models to their sleep level;
+        ``with_host``: the title names the GPU's host."""
         asleep = dict(asleep or {})
-        if gpu == self._gpu and asleep == self._asleep:
+        if gpu == self._gpu and asleep == self._asleep and with_host == self._with_host:
             return
         lanes_before = self._lanes()
         self._gpu = gpu
         self._asleep = asleep
+        self._with_host = with_host
         self._colours = model_colours(m.key for m in gpu.models)
-        self.setAccessibleName(gpu_title(gpu))
+        self.setAccessibleName(self.title())
         self.setAccessibleDescription(gpu_summary(gpu))
         if self._lanes() != lanes_before:
             self.updateGeometry()
@@ -264,7 +285,7 @@ class GpuGauge(QWidget):
         return layout_budgets(self._gpu, self._colours, self._asleep)
 
     def title(self) -> str:
-        return gpu_title(self._gpu) if self._gpu is not None else ""
+        return gpu_title(self._gpu, self._with_host) if self._gpu is not None else ""
 
     def summary(self) -> str:
         return gpu_summary(self._gpu) if self._gpu is not None else ""
@@ -447,12 +468,12 @@ class VramPanel(QWidget):
             self._message.show()
             self._set_gauges(())
             return
-        if report.found:
-            self._message.hide()
-        else:
-            text = report.message if not report.hint else f"{report.message}\n{report.hint}"
+        text = report_text(report)
+        if text:
             self._message.setText(text)
             self._message.show()
+        else:
+            self._message.hide()
         self._set_gauges(report.gpus)
 
     def _set_gauges(self, gpus: tuple[GpuVram, ...]) -> None:
@@ -466,8 +487,9 @@ class VramPanel(QWidget):
             # before the stretch at the end
             self._layout.insertWidget(self._layout.count() - 1, gauge)
             self._gauges.append(gauge)
+        with_host = self._report is not None and self._report.several_hosts
         for gauge, gpu in zip(self._gauges, gpus, strict=True):
-            gauge.set_gpu(gpu, self._asleep)
+            gauge.set_gpu(gpu, self._asleep, with_host=with_host)
 
     def _on_instance(self, inst: Instance) -> None:
         level = asleep_level(inst)

@@ -5,13 +5,21 @@ and the latest VRAM report into cells; ``ProgressDelegate`` paints a progress ba
 cell while a model starts (pulling the image, then vLLM's load percent) or wakes. A sleeping
 model's state reads ``sleeping (level 1)`` in the sleep colour; its VRAM cell shows what it
 still holds on the GPU.
+
+With more than one Docker engine (``hosts:``) the models are grouped under a header row per
+host, in the bridge's order: the header (one cell spanning the row, for the window to span)
+names the host with a status light, green while its engine answers and red with the reason
+when it does not. A ``host: any`` model not placed yet sits under "Any host", external
+servers under "Other servers". Header rows cannot be selected and have no model key; with only
+the local engine there are none and the table is one flat list.
 """
 
 from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import (
@@ -34,6 +42,7 @@ from PySide6.QtWidgets import (
 
 from ryx_desktop.config import Config, ModelConfig
 from ryx_desktop.core.gpu import NO_GPU, VramReport
+from ryx_desktop.core.spec import ANY_HOST
 from ryx_desktop.core.states import Instance, InstanceState, Progress, ProgressPhase
 from ryx_desktop.core.supervisor import configured_instance
 from ryx_desktop.ui.bridge import EngineBridge
@@ -48,6 +57,15 @@ PROGRESS_TEXT_ROLE = Qt.ItemDataRole.UserRole + 2
 SELECTED_ROLE = Qt.ItemDataRole.UserRole + 3
 #: The model key of the row.
 KEY_ROLE = Qt.ItemDataRole.UserRole + 4
+#: On a host's header row: the host ("" for the other servers); None on a model's row.
+HOST_ROLE = Qt.ItemDataRole.UserRole + 5
+#: On a host's header row: its light, ``LIGHT_OK`` or ``LIGHT_DOWN`` (None: no light).
+LIGHT_ROLE = Qt.ItemDataRole.UserRole + 6
+
+LIGHT_OK = "ok"  # the host's Docker engine answers (or is not known yet)
+LIGHT_DOWN = "down"  # it does not: the header says why
+OTHER_SERVERS = "Other servers"
+ANY_HOST_TITLE = "Any host"
 
 NONE = "\u2014"  # em dash: nothing to show (not running, not applicable)
 SELECTED_MARK = "\u2605 "  # a star before the selected model's name
@@ -111,6 +129,53 @@ def _count(value: float | None) -> str:
     return "N/A" if value is None else f"{value:g}"
 
 
+@dataclass(frozen=True, slots=True)
+class HostHeader:
+    """The header row of one host's group (``host`` "": external servers)."""
+
+    host: str
+
+
+#: A row of the table: a model's key, or a group's header.
+Row = str | HostHeader
+
+
+def group_of(inst: Instance) -> str:
+    """The group a model is listed in: its host, or "" for an external server."""
+    return "" if inst.external else inst.host
+
+
+def group_rows(
+    keys: Sequence[str], instances: Mapping[str, Instance], hosts: Sequence[str]
+) -> list[Row]:
+    """The table's rows: ``keys`` as they are with one host; with several, each host's header
+    followed by its models (config order), every host listed even without a model, then
+    models on hosts not listed (``any``: not placed yet), then the external servers."""
+    if len(hosts) <= 1:
+        return list(keys)
+    groups: dict[str, list[str]] = {host: [] for host in hosts}
+    for key in keys:
+        groups.setdefault(group_of(instances[key]), []).append(key)
+    externals = groups.pop("", [])
+    if externals:
+        groups[""] = externals
+    rows: list[Row] = []
+    for host, members in groups.items():
+        if members or host in hosts:
+            rows.append(HostHeader(host))
+            rows.extend(members)
+    return rows
+
+
+def host_title(host: str) -> str:
+    """A group header's name: the host, "Any host" or "Other servers"."""
+    if host == "":
+        return OTHER_SERVERS
+    if host == ANY_HOST:
+        return ANY_HOST_TITLE
+    return host
+
+
 class InstancesTableModel(QAbstractTableModel):
     """Every configured model as a row; cells update from the bridge's signals."""
 
@@ -126,23 +191,53 @@ class InstancesTableModel(QAbstractTableModel):
         self._config = bridge.config
         self._keys: list[str] = []
         self._instances: dict[str, Instance] = {}
+        self._hosts: tuple[str, ...] = ()
+        self._rows: list[Row] = []
+        self._row_index: dict[Row, int] = {}
         self._selected = bridge.selected()
         self._load()
         bridge.instanceChanged.connect(self._on_instance)
         bridge.vramChanged.connect(self._on_vram)
         bridge.selectionChanged.connect(self._on_selection)
         bridge.configChanged.connect(self._on_config)
+        bridge.hostChanged.connect(self._on_host)
 
     # ---- lookups ------------------------------------------------------------------------------
 
     def key_at(self, row: int) -> str | None:
-        return self._keys[row] if 0 <= row < len(self._keys) else None
+        """The model key of ``row``; None for a header row or no row."""
+        item = self._rows[row] if 0 <= row < len(self._rows) else None
+        return item if isinstance(item, str) else None
 
     def row_of(self, key: str) -> int | None:
-        try:
-            return self._keys.index(key)
-        except ValueError:
+        return self._row_index.get(key)
+
+    def first_key(self) -> str | None:
+        """The key of the first model's row (None: no model)."""
+        return next((item for item in self._rows if isinstance(item, str)), None)
+
+    @property
+    def grouped(self) -> bool:
+        """True when the models are grouped under a header row per host."""
+        return len(self._hosts) > 1
+
+    def hosts(self) -> tuple[str, ...]:
+        """The hosts the bridge knew at the last reset, in order."""
+        return self._hosts
+
+    def header_rows(self) -> list[int]:
+        """The rows that are group headers (a view spans them over every column)."""
+        return [row for row, item in enumerate(self._rows) if isinstance(item, HostHeader)]
+
+    def header_row(self, host: str) -> int | None:
+        """The header row of ``host``'s group ("" for the other servers); None: no such row."""
+        return self._row_index.get(HostHeader(host))
+
+    def host_light(self, host: str) -> str | None:
+        """``LIGHT_OK`` or ``LIGHT_DOWN`` for a host the bridge knows; None for the others."""
+        if host not in self._hosts:
             return None
+        return LIGHT_OK if self._bridge.host_problem(host) is None else LIGHT_DOWN
 
     def instance_at(self, row: int) -> Instance | None:
         key = self.key_at(row)
@@ -159,7 +254,7 @@ class InstancesTableModel(QAbstractTableModel):
     # ---- QAbstractTableModel -----------------------------------------------------------------
 
     def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._keys)
+        return 0 if parent.isValid() else len(self._rows)
 
     def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(Column)
@@ -171,11 +266,20 @@ class InstancesTableModel(QAbstractTableModel):
             return HEADERS[Column(section)] if 0 <= section < len(Column) else None
         return None
 
+    def flags(self, index: QModelIndex | QPersistentModelIndex) -> Qt.ItemFlag:
+        if index.isValid() and self.key_at(index.row()) is None:
+            return Qt.ItemFlag.ItemIsEnabled  # a header: never selected, never current
+        return super().flags(index)
+
     def data(
         self,
         index: QModelIndex | QPersistentModelIndex,
         role: int = Qt.ItemDataRole.DisplayRole,
     ) -> Any:
+        if index.isValid() and 0 <= index.row() < len(self._rows):
+            item = self._rows[index.row()]
+            if isinstance(item, HostHeader):
+                return self._header_data(item.host, Column(index.column()), role)
         inst = self.instance_at(index.row()) if index.isValid() else None
         if inst is None:
             return None
@@ -216,6 +320,48 @@ class InstancesTableModel(QAbstractTableModel):
         if role == PROGRESS_TEXT_ROLE:
             return progress_text(inst.progress) if starting else None
         return None
+
+    def _header_data(self, host: str, column: Column, role: int) -> Any:
+        if role == HOST_ROLE:
+            return host
+        if role == LIGHT_ROLE:
+            return self.host_light(host)
+        if column is not Column.STATE:  # the first cell spans the row
+            return None
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._header_text(host)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return self._header_tooltip(host)
+        if role == Qt.ItemDataRole.FontRole:
+            font = QFont()
+            font.setBold(True)
+            return font
+        if role == Qt.ItemDataRole.DecorationRole:
+            light = self.host_light(host)
+            if light is None:
+                return None
+            state = InstanceState.READY if light == LIGHT_OK else InstanceState.UNREACHABLE
+            return state_pixmap(state, size=_DOT_SIZE)
+        return None
+
+    def _header_text(self, host: str) -> str:
+        count = sum(1 for item in self._rows if isinstance(item, str) and self._group(item) == host)
+        models = f"{count} model" + ("" if count == 1 else "s")
+        text = f"{host_title(host)} \u00b7 {models}"
+        if host == ANY_HOST:
+            text += ", placed on a host with room when started"
+        problem = self._bridge.host_problem(host) if host in self._hosts else None
+        return f"{text} \u00b7 unreachable: {problem}" if problem is not None else text
+
+    def _header_tooltip(self, host: str) -> str:
+        if host == "":
+            return "Servers ryx-desktop only forwards to (url: models)"
+        if host not in self._hosts:
+            return f"Models on {host_title(host)}"
+        problem = self._bridge.host_problem(host)
+        if problem is None:
+            return f"{host}: its Docker engine answers"
+        return f"{host}: its Docker engine does not answer: {problem}"
 
     # ---- cell texts ----------------------------------------------------------------------------
 
@@ -301,13 +447,38 @@ class InstancesTableModel(QAbstractTableModel):
         self._instances = {
             key: known.get(key) or configured_instance(self._config, key) for key in self._keys
         }
+        self._hosts = self._bridge.hosts()
+        self._layout()
+
+    def _layout(self) -> None:
+        self._rows = group_rows(self._keys, self._instances, self._hosts)
+        self._row_index = {item: row for row, item in enumerate(self._rows)}
+
+    def _group(self, key: str) -> str:
+        return group_of(self._instances[key])
 
     def _on_instance(self, inst: Instance) -> None:
         row = self.row_of(inst.key)
         if row is None:
             return
+        moved = self.grouped and group_of(inst) != self._group(inst.key)
+        if moved:  # placed on a host (host: any), or its host changed: it joins another group
+            self.beginResetModel()
+            self._instances[inst.key] = inst
+            self._layout()
+            self.endResetModel()
+            return
         self._instances[inst.key] = inst
         self.dataChanged.emit(self.index(row, 0), self.index(row, len(Column) - 1))
+
+    def _on_host(self, host: str, _problem: str | None) -> None:
+        if host not in self._hosts:  # a host the last reset did not know: lay out again
+            if host in self._bridge.hosts():
+                self._reset()
+            return
+        row = self.header_row(host)
+        if row is not None:
+            self.dataChanged.emit(self.index(row, 0), self.index(row, len(Column) - 1))
 
     def _on_vram(self, _report: VramReport) -> None:
         self._column_changed(Column.VRAM)
@@ -326,9 +497,14 @@ class InstancesTableModel(QAbstractTableModel):
         self._load()
         self.endResetModel()
 
+    def _reset(self) -> None:
+        self.beginResetModel()
+        self._load()
+        self.endResetModel()
+
     def _column_changed(self, column: Column) -> None:
-        if self._keys:
-            self.dataChanged.emit(self.index(0, column), self.index(len(self._keys) - 1, column))
+        if self._rows:
+            self.dataChanged.emit(self.index(0, column), self.index(len(self._rows) - 1, column))
 
 
 #: States whose text is drawn in the state's colour too (the dot alone is easy to miss).

@@ -5,6 +5,11 @@ task, so a test can await what a toolbar click set off); state comes up through 
 signals. A right click on a row opens the same model actions as a menu, with a level-2 sleep
 ("drop weights") besides. No modal dialog blocks the loop: questions and dialogs are opened with
 ``open()``, and engine errors show in a banner at the top of the window.
+
+With several Docker engines (``hosts:``) the table groups the models under a header row per
+host, spanning the table, whose light turns red with the reason while that host's engine does
+not answer (see ``instances_model``); headers cannot be selected, so every action still
+applies to a model's row.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from PySide6.QtCore import QItemSelectionModel, QPoint, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent
+from PySide6.QtGui import QAction, QCloseEvent, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QDialog,
@@ -47,6 +52,7 @@ from ryx_desktop.ui.instances_model import (
     Column,
     InstancesTableModel,
     ProgressDelegate,
+    host_title,
     progress_text,
 )
 from ryx_desktop.ui.log_view import Clipboard, LogView
@@ -190,8 +196,9 @@ def requests_per_second(
     return done / (t1 - t0)
 
 
-def details_html(inst: Instance | None, selected: str | None) -> str:
-    """The details pane for one model, as HTML (every value escaped)."""
+def details_html(inst: Instance | None, selected: str | None, show_host: bool = False) -> str:
+    """The details pane for one model, as HTML (every value escaped); ``show_host``: with its
+    host (the app drives several Docker engines)."""
     if inst is None:
         return "<p>Select a model in the table.</p>"
     e = html.escape
@@ -204,6 +211,8 @@ def details_html(inst: Instance | None, selected: str | None) -> str:
         ("URL", inst.url or "none"),
         ("State", state_word(inst)),
     ]
+    if show_host and inst.host:
+        rows.insert(4, ("Host", host_title(inst.host)))
     if inst.state is InstanceState.SLEEPING and inst.sleep_level is not None:
         rows.append(("Asleep", sleep_detail(inst.sleep_level, inst.host_ram_bytes)))
     if inst.key == selected:
@@ -278,6 +287,7 @@ class ManagerWindow(QMainWindow):
         self._dialogs: list[QDialog] = []
         self._kept_key: str | None = None  # the current row's key across a model reset
         self._details_source = ""
+        self._shown_once = False
         self.hide_on_close = True
         self.setWindowTitle(TITLE)
         self.resize(1100, 760)
@@ -354,9 +364,11 @@ class ManagerWindow(QMainWindow):
         bridge.selectionChanged.connect(self._on_selection)
         bridge.commandFailed.connect(self._on_command_failed)
         self.model.modelAboutToBeReset.connect(self._remember_row)
+        self.model.modelReset.connect(self._span_headers)
         self.model.modelReset.connect(self._restore_row)
         self.table.selectionModel().currentRowChanged.connect(self._on_current_row)
-        first = bridge.selected() or self.model.key_at(0)
+        self._span_headers()
+        first = bridge.selected() or self.model.first_key()
         if first is not None:
             self.select_model(first)
         self._refresh()
@@ -491,6 +503,12 @@ class ManagerWindow(QMainWindow):
             | QItemSelectionModel.SelectionFlag.Rows
         )
         self.table.selectionModel().setCurrentIndex(self.model.index(row, 0), flags)
+        self._scroll_to(row)
+
+    def _scroll_to(self, row: int) -> None:
+        """Bring ``row`` into view, with its host's header right above it when that fits."""
+        if row > 0 and self.model.key_at(row - 1) is None:
+            self.table.scrollTo(self.model.index(row - 1, 0))
         self.table.scrollTo(self.model.index(row, 0))
 
     def show_logs(self, key: str | None) -> None:
@@ -677,12 +695,18 @@ class ManagerWindow(QMainWindow):
     def _restore_row(self) -> None:
         kept = self._kept_key
         key = kept if kept is not None and self.model.row_of(kept) is not None else None
-        key = key or self.model.key_at(0)
+        key = key or self.model.first_key()
         if key is not None:
             self.select_model(key)
         else:
             self.log_view.follow(None)
         self._refresh()
+
+    def _span_headers(self) -> None:
+        """Each host's header row is one cell across the table."""
+        self.table.clearSpans()
+        for row in self.model.header_rows():
+            self.table.setSpan(row, 0, 1, len(Column))
 
     def _refresh(self) -> None:
         key = self.current_key()
@@ -695,7 +719,7 @@ class ManagerWindow(QMainWindow):
         for name in _SLEEP_ACTIONS:
             tip = NO_SLEEP_TIP if managed and not can_sleep else _ACTION_TIPS[name]
             self._actions[name].setToolTip(tip)
-        text = details_html(inst, selected)
+        text = details_html(inst, selected, show_host=self.model.grouped)
         if text != self._details_source:  # setHtml resets the reader's scroll position
             self._details_source = text
             self.details.setHtml(text)
@@ -709,6 +733,14 @@ class ManagerWindow(QMainWindow):
     def _tick(self) -> None:
         self.model.refresh_uptime()
         self.sample_requests()
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if not self._shown_once:  # the table has its real height only now
+            self._shown_once = True
+            index = self.table.selectionModel().currentIndex()
+            if index.isValid():
+                self._scroll_to(index.row())
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.closed.emit()

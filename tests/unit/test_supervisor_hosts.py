@@ -12,12 +12,14 @@ from dataclasses import dataclass
 import pytest
 import pytest_asyncio
 
+from ryx_desktop.adapters.host_engines import build_hosts_runtime
 from ryx_desktop.adapters.multi_engine import MultiEngineRuntime
 from ryx_desktop.cli._output import status_table
 from ryx_desktop.config import Config
 from ryx_desktop.core.errors import HostUnreachableError
 from ryx_desktop.core.gpu import GpuStatus
 from ryx_desktop.core.placement import HostRoom, pick_host
+from ryx_desktop.core.spec import build_spec
 from ryx_desktop.core.states import InstanceState
 from ryx_desktop.core.supervisor import Supervisor
 from tests.support.fakes import VirtualClock, settle
@@ -253,3 +255,78 @@ async def test_pick_host_ranks_fit_then_free_memory_then_load_then_order() -> No
     pick = pick_host([room("a", 1, 1), room("b", 1, 1)], gpu_indices=frozenset(), share=None)
     assert pick is not None and pick.host == "a"  # no GPU: load, then the config's order
     assert pick_host([], gpu_indices=one, share=0.5) is None
+
+
+# ---- per host: the spec, the config, hosts not driven --------------------------------------
+
+
+async def test_the_spec_takes_its_hosts_models_folder_and_image() -> None:
+    cfg = Config.model_validate(
+        {
+            "docker": {"models_dir": "/here/models", "image": "vllm/vllm-openai:here"},
+            "hosts": {REMOTE: {"url": "ssh://me@box2", "models_dir": "/srv/models",
+                               "image": "vllm/vllm-openai:there"}},
+            "models": {
+                "b": {"model": "/models/b", "port": 8002, "host": REMOTE},
+                "c": {"model": "/models/c", "port": 8003, "host": "any"},
+                "d": {"model": "/models/d", "port": 8004, "host": REMOTE, "image": "mine:1"},
+            },
+        }
+    )  # fmt: skip
+    b = build_spec("b", cfg)
+    assert (b.host, b.image, b.mounts[0].source) == (
+        REMOTE,
+        "vllm/vllm-openai:there",
+        "/srv/models",
+    )
+    assert b.host_model_path == "/srv/models/b"
+    c_here, c_there = build_spec("c", cfg), build_spec("c", cfg, host=REMOTE)
+    assert (c_here.host, c_here.mounts[0].source) == ("local", "/here/models")
+    assert (c_there.host, c_there.mounts[0].source) == (REMOTE, "/srv/models")
+    assert c_here.spec_hash != c_there.spec_hash  # another folder is another container
+    assert build_spec("d", cfg).image == "mine:1"  # the model's own image comes first
+
+
+async def test_a_running_model_moved_to_another_host_keeps_running_until_restarted(
+    rig: Rig,
+) -> None:
+    b = await rig.sup.ensure_ready("b")
+    moved = config().model_copy(deep=True)
+    data = moved.model_dump(mode="json", exclude_unset=True)
+    data["models"]["b"]["host"] = "local"
+    changed = await rig.sup.reconfigure(Config.model_validate(data))
+    assert changed == ["b"]
+    now = rig.sup.get("b")
+    assert now.host == REMOTE and now.container_id == b.container_id and now.config_changed
+    restarted = await rig.sup.restart("b")
+    assert restarted.host == "local" and rig.local.by_key("b") is not None
+    assert rig.remote.by_key("b") is None
+
+
+async def test_a_tcp_host_is_not_driven_and_says_so() -> None:
+    cfg = Config.model_validate(
+        {
+            "hosts": {"box": {"url": "tcp://10.0.0.9:2375", "insecure": True}},
+            "models": {"t": {"model": "/models/t", "port": 8005, "devices": "none",
+                             "host": "box"}},
+        }
+    )  # fmt: skip
+    heard: list[tuple[str, str | None]] = []
+    hosts = build_hosts_runtime(
+        cfg, FlakyEngine("local"), on_host=lambda h, p: heard.append((h, p)), clock=VirtualClock()
+    )
+    sup = Supervisor(cfg, hosts.runtime, HostsHealth(FlakyEngine("local")), VirtualClock())
+    try:
+        listing = await hosts.runtime.list_hosts()
+        assert listing.answered == ("local",)
+        problem = listing.problems["box"]
+        assert "tcp:// url" in problem and "not drive" in problem
+        assert ("box", problem) in heard
+        for host, why in heard:
+            sup.host_changed(host, why)
+        assert sup.get("t").state is InstanceState.UNREACHABLE
+        with pytest.raises(HostUnreachableError, match="box"):
+            await sup.ensure_ready("t")
+    finally:
+        await sup.close()
+        await hosts.close()
