@@ -27,6 +27,8 @@ from ryx_desktop.core.states import InstanceState
 
 log = logging.getLogger(__name__)
 
+#: Why a host added to the config while the app runs has no engine yet.
+NEW_HOST = "added to the config after ryx-desktop started: quit and start it again to connect"
 #: How long placing waits for one host's GPU reading before it counts as unknown.
 GPU_READ_TIMEOUT = 10.0
 
@@ -44,7 +46,11 @@ class Placing(SupervisorBase):
     @property
     def host_problems(self) -> Mapping[str, str | None]:
         """Each host's state: None when its engine answers (or is not known yet), else why not."""
-        return {host: self._host_problems.get(host) for host in self.hosts}
+        engines = self._engine_hosts()
+        return {
+            host: self._host_problems.get(host) if host in engines else NEW_HOST
+            for host in self.hosts
+        }
 
     def subscribe_hosts(self, observer: HostObserver) -> Callable[[], None]:
         """``observer(host, problem)`` on each change of a host's state; returns the

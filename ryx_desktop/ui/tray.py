@@ -57,14 +57,23 @@ def activity_text(inst: Instance) -> str:
 
 
 def vram_text(report: VramReport | None) -> str | None:
-    """``VRAM 7.5 / 24.0 GiB`` over every GPU; None when nothing was measured."""
+    """``VRAM 7.5 / 24.0 GiB`` over every GPU (per host with several: ``VRAM local 7.5 / 24.0
+    GiB · gpu2 30.0 / 80.0 GiB``); None when nothing was measured."""
     if report is None or not report.found:
         return None
-    used = [g.used_bytes for g in report.gpus if g.used_bytes is not None]
-    total = [g.total_bytes for g in report.gpus if g.total_bytes is not None]
-    if not used or not total:
+    by_host: dict[str, list[tuple[int, int]]] = {}
+    for g in report.gpus:
+        if g.used_bytes is not None and g.total_bytes is not None:
+            by_host.setdefault(g.host, []).append((g.used_bytes, g.total_bytes))
+    if not by_host:
         return None
-    return f"VRAM {sum(used) / GIB:.1f} / {sum(total) / GIB:.1f} GiB"
+    parts = [
+        f"{sum(u for u, _ in gpus) / GIB:.1f} / {sum(t for _, t in gpus) / GIB:.1f} GiB"
+        for gpus in by_host.values()
+    ]
+    if len(by_host) == 1:
+        return f"VRAM {parts[0]}"
+    return "VRAM " + " · ".join(f"{host} {part}" for host, part in zip(by_host, parts, strict=True))
 
 
 class TrayIcon(QObject):

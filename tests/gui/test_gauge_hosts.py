@@ -8,6 +8,7 @@ from pytestqt.qtbot import QtBot
 from ryx_desktop.config import Config
 from ryx_desktop.core.gpu import GpuVram, HostGpuProblem, ModelVram, VramReport
 from ryx_desktop.ui.gauge import VramPanel, gpu_title, report_text
+from ryx_desktop.ui.tray import vram_text
 from tests.gui.hosts_fixtures import HOSTS_CONFIG, hosts_bridge
 from tests.support.hosts_supervisor import HostsSupervisor
 
@@ -88,3 +89,21 @@ def test_no_gpu_on_any_host_shows_the_message_then_each_host() -> None:
         "local: No NVIDIA GPU found\n"
         "gpu3: nvidia-smi could not be run: no route to host (Check SSH.)"
     )
+
+
+def test_the_tray_tooltip_sums_vram_per_host() -> None:
+    def gpu(host: str, index: int, used: float, total: float) -> GpuVram:
+        return GpuVram(
+            index=index,
+            name="g",
+            total_bytes=int(total * GIB),
+            used_bytes=int(used * GIB),
+            host=host,
+        )
+
+    one_host = VramReport(gpus=(gpu("local", 0, 6, 24), gpu("local", 1, 2, 24)))
+    assert vram_text(one_host) == "VRAM 8.0 / 48.0 GiB"
+    two_hosts = VramReport(
+        gpus=(gpu("local", 0, 6, 24), gpu("gpu2", 0, 30, 80), gpu("gpu2", 1, 10, 80))
+    )
+    assert vram_text(two_hosts) == "VRAM local 6.0 / 24.0 GiB · gpu2 40.0 / 160.0 GiB"

@@ -16,7 +16,7 @@ from ryx_desktop.adapters.host_engines import build_hosts_runtime
 from ryx_desktop.adapters.multi_engine import MultiEngineRuntime
 from ryx_desktop.cli._output import status_table
 from ryx_desktop.config import Config
-from ryx_desktop.core.errors import HostUnreachableError
+from ryx_desktop.core.errors import ConfigError, HostUnreachableError
 from ryx_desktop.core.gpu import GpuStatus
 from ryx_desktop.core.placement import HostRoom, pick_host
 from ryx_desktop.core.spec import build_spec
@@ -330,3 +330,14 @@ async def test_a_tcp_host_is_not_driven_and_says_so() -> None:
     finally:
         await sup.close()
         await hosts.close()
+
+
+async def test_a_host_added_while_running_says_a_restart_connects_it(rig: Rig) -> None:
+    data = config().model_dump(mode="json", exclude_unset=True)
+    data["hosts"]["gpu3"] = {"url": "ssh://me@box3"}
+    data["models"]["e"] = {"model": "/models/e", "port": 8009, "devices": "none", "host": "gpu3"}
+    await rig.sup.reconfigure(Config.model_validate(data))
+    assert rig.sup.hosts == ("local", REMOTE, "gpu3")
+    assert "start it again" in (rig.sup.host_problems["gpu3"] or "")
+    with pytest.raises(ConfigError, match="added to the config after"):
+        await rig.sup.ensure_ready("e")
