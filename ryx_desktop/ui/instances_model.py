@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import (
@@ -46,6 +45,7 @@ from ryx_desktop.core.spec import ANY_HOST
 from ryx_desktop.core.states import Instance, InstanceState, Progress, ProgressPhase
 from ryx_desktop.core.supervisor import configured_instance
 from ryx_desktop.ui.bridge import EngineBridge
+from ryx_desktop.ui.host_groups import HostHeader, Row, group_of, group_rows, host_title
 from ryx_desktop.ui.icons import state_colour, state_pixmap
 from ryx_desktop.ui.state_text import sleep_detail, state_word
 
@@ -64,8 +64,6 @@ LIGHT_ROLE = Qt.ItemDataRole.UserRole + 6
 
 LIGHT_OK = "ok"  # the host's Docker engine answers (or is not known yet)
 LIGHT_DOWN = "down"  # it does not: the header says why
-OTHER_SERVERS = "Other servers"
-ANY_HOST_TITLE = "Any host"
 
 NONE = "\u2014"  # em dash: nothing to show (not running, not applicable)
 SELECTED_MARK = "\u2605 "  # a star before the selected model's name
@@ -127,53 +125,6 @@ def format_gib(value: int) -> str:
 
 def _count(value: float | None) -> str:
     return "N/A" if value is None else f"{value:g}"
-
-
-@dataclass(frozen=True, slots=True)
-class HostHeader:
-    """The header row of one host's group (``host`` "": external servers)."""
-
-    host: str
-
-
-#: A row of the table: a model's key, or a group's header.
-Row = str | HostHeader
-
-
-def group_of(inst: Instance) -> str:
-    """The group a model is listed in: its host, or "" for an external server."""
-    return "" if inst.external else inst.host
-
-
-def group_rows(
-    keys: Sequence[str], instances: Mapping[str, Instance], hosts: Sequence[str]
-) -> list[Row]:
-    """The table's rows: ``keys`` as they are with one host; with several, each host's header
-    followed by its models (config order), every host listed even without a model, then
-    models on hosts not listed (``any``: not placed yet), then the external servers."""
-    if len(hosts) <= 1:
-        return list(keys)
-    groups: dict[str, list[str]] = {host: [] for host in hosts}
-    for key in keys:
-        groups.setdefault(group_of(instances[key]), []).append(key)
-    externals = groups.pop("", [])
-    if externals:
-        groups[""] = externals
-    rows: list[Row] = []
-    for host, members in groups.items():
-        if members or host in hosts:
-            rows.append(HostHeader(host))
-            rows.extend(members)
-    return rows
-
-
-def host_title(host: str) -> str:
-    """A group header's name: the host, "Any host" or "Other servers"."""
-    if host == "":
-        return OTHER_SERVERS
-    if host == ANY_HOST:
-        return ANY_HOST_TITLE
-    return host
 
 
 class InstancesTableModel(QAbstractTableModel):

@@ -48,11 +48,11 @@ from ryx_desktop.core.states import Instance, InstanceState
 from ryx_desktop.ui._questions import ask_yes_no
 from ryx_desktop.ui.bridge import EngineBridge
 from ryx_desktop.ui.gauge import VramPanel
+from ryx_desktop.ui.host_groups import host_title
 from ryx_desktop.ui.instances_model import (
     Column,
     InstancesTableModel,
     ProgressDelegate,
-    host_title,
     progress_text,
 )
 from ryx_desktop.ui.log_view import Clipboard, LogView

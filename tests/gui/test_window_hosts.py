@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QApplication
 from ryx_desktop.config import Config
 from ryx_desktop.core.states import InstanceState
 from ryx_desktop.ui.bridge import EngineBridge
+from ryx_desktop.ui.host_groups import HostHeader, group_rows
 from ryx_desktop.ui.icons import GREEN, RED
 from ryx_desktop.ui.instances_model import (
     HOST_ROLE,
@@ -19,8 +20,6 @@ from ryx_desktop.ui.instances_model import (
     LIGHT_OK,
     LIGHT_ROLE,
     Column,
-    HostHeader,
-    group_rows,
 )
 from ryx_desktop.ui.window import ManagerWindow
 from tests.gui.fixtures_engine import engine_rig, run_on_qt
