@@ -17,7 +17,7 @@ Building starts nothing: each engine connects on first use.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -48,6 +48,8 @@ class HostsRuntime:
     tunnels: TunnelSet
     #: nvidia-smi over SSH, by host (ssh hosts only); the app closes them.
     gpu_probes: dict[str, GpuProbe] = field(default_factory=dict)
+    #: The engines of the ssh hosts, by host (the runtime owns and closes them).
+    ssh_engines: dict[str, SshEngine] = field(default_factory=dict)
 
     async def close(self) -> None:
         """Close the runtime (its engines and forwards), then any tunnel left."""
@@ -87,12 +89,14 @@ def build_hosts_runtime(
     targets: dict[str, SshTarget] = {}
     refused: dict[str, str] = {}
     probes: dict[str, GpuProbe] = {}
+    ssh_engines: dict[str, SshEngine] = {}
     for name, host in config.hosts.items():
         if host.kind == "ssh":
             target = ssh_target_of(host)
             targets[name] = target
-            engines[name] = SshEngine(name, target, runner=runner)
-            probes[name] = CommandGpuProbe(_over_ssh(target, runner))
+            engine = SshEngine(name, target, runner=runner)
+            engines[name] = ssh_engines[name] = engine
+            probes[name] = CommandGpuProbe(engine.run)  # over the engine's SSH connection
         elif host.kind == "unix":
             engines[name] = DockerRuntime(host.url, address=f"{host.url} (host {name})")
         else:
@@ -122,18 +126,11 @@ def build_hosts_runtime(
         tunnelled=[name for name in engines if name != LOCAL_HOST and name not in _unix(config)],
         clock=clock,
     )
-    return HostsRuntime(runtime, tunnels, probes)
+    return HostsRuntime(runtime, tunnels, probes, ssh_engines)
 
 
 def _unix(config: Config) -> set[str]:
     return {name for name, host in config.hosts.items() if host.kind == "unix"}
-
-
-def _over_ssh(target: SshTarget, runner: CommandRunner) -> CommandRunner:
-    def run(argv: list[str]) -> Awaitable[tuple[int, str, str]]:
-        return runner(target.command_argv(*argv))
-
-    return run
 
 
 class RefusedEngine:

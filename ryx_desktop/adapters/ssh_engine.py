@@ -7,6 +7,11 @@ socket (the tunnel watches itself and reopens when it drops) and drives a ``Dock
 the tunnel's local socket. All of that happens on first use, off the caller's path, and again
 after a failure to connect: building one never blocks and never fails.
 
+The tunnel's ssh is the host's connection master (``ControlMaster``, with a control socket in a
+private folder): :meth:`SshEngine.run` runs commands (``nvidia-smi``) as sessions of that same
+connection while it is up, with no new login each time, and over a connection of their own when
+it is not.
+
 Errors name the host: an engine that does not answer behind a working SSH connection, or an SSH
 connection that cannot be made, are ``HostUnreachableError`` with the host's name and a hint.
 """
@@ -16,8 +21,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 from ryx_desktop.adapters.docker_runtime import DockerRuntime
@@ -58,6 +67,16 @@ class SshEngine:
         self._tunnel: SshTunnel | None = None
         self._inner: DockerRuntime | None = None
         self._closed = False
+        # The master's control socket: a short path (unix sockets allow ~107 bytes).
+        self._control_dir = tempfile.mkdtemp(prefix="ryx-cm-")
+        control = f"ControlPath={Path(self._control_dir, 'cm')}"
+        self._master = _with_options(target, "ControlMaster=auto", control, "ControlPersist=no")
+        #: Sessions of the master's connection while it is up; a connection of their own if not.
+        self._sessions = _with_options(target, "ControlMaster=no", control)
+
+    async def run(self, argv: list[str]) -> tuple[int, str, str]:
+        """Run ``argv`` on the host (a ``CommandRunner``): exit status, stdout, stderr."""
+        return await self._runner(self._sessions.command_argv(*argv))
 
     @property
     def tunnel(self) -> SshTunnel | None:
@@ -71,8 +90,9 @@ class SshEngine:
             if self._inner is not None:
                 return self._inner
             options = (f"ConnectTimeout={max(1, int(self._connect_timeout))}",)
-            socket_path = await remote_docker_socket(self.target, self._runner, options)
-            tunnel = SshTunnel(self.target, socket_path, open_timeout=self._connect_timeout)
+            socket_path = await remote_docker_socket(self._sessions, self._runner, options)
+            tunnel = SshTunnel(self._master, socket_path, open_timeout=self._connect_timeout)
+            tunnel.add_listener(self._on_tunnel)
             try:
                 await tunnel.open()
             except BaseException:
@@ -87,6 +107,12 @@ class SshEngine:
             )
             log.info("host %s: Docker engine reached through %s", self.name, tunnel.what)
             return self._inner
+
+    def _on_tunnel(self, tunnel: SshTunnel) -> None:
+        # A master that died (SIGKILL, a dropped link) leaves its control socket behind; the
+        # reopened tunnel would find it taken and run without multiplexing.
+        if not tunnel.up:
+            Path(self._control_dir, "cm").unlink(missing_ok=True)
 
     def _convert(self, error: RyxError) -> RyxError:
         if isinstance(error, DockerUnavailableError):
@@ -173,3 +199,9 @@ class SshEngine:
             await inner.close()
         if tunnel is not None:
             await tunnel.close()
+        await asyncio.to_thread(shutil.rmtree, self._control_dir, True)
+
+
+def _with_options(target: SshTarget, *options: str) -> SshTarget:
+    """``target`` with more ``-o`` options (after its own: ssh keeps the first value given)."""
+    return dataclasses.replace(target, options=(*target.options, *options))

@@ -199,6 +199,29 @@ class Watching(Sleeping):
                     self._resync_host(host), name=f"ryx-resync-{host}"
                 )
 
+    async def _while_host_away(self, key: str) -> Instance | None:
+        """A request for ``key``, unreachable with its host: what to do.
+
+        Its host being read again: wait for that first (it may adopt the running container).
+        Its engine away but its own server still answering (an engine restart under
+        live-restore, a dropped connection to the engine only): serve it as it is (returned).
+        Otherwise ``HostUnreachableError`` with the host's reason; None: start it as usual.
+        """
+        slot = self._slots[key]
+        host = slot.instance.host
+        resync = self._resyncs.get(host)
+        if resync is not None and not resync.done():
+            await asyncio.shield(resync)
+        inst = slot.instance
+        if inst.state is not InstanceState.UNREACHABLE or host == ANY_HOST:
+            return None
+        if inst.container_id is not None and inst.url:
+            result = await self._health.probe(inst.url, api_key_of(self._config, key))
+            if result.serves(inst.served_name):
+                return inst
+        self._check_host(key, host)  # its host is away: say so, change nothing
+        return None
+
     async def _resync_host(self, host: str) -> None:
         """Read ``host``'s containers again once it answers; adopt what runs there."""
         assert isinstance(self._runtime, HostsRuntime)

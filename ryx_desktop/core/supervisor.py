@@ -335,8 +335,13 @@ class Supervisor(Watching):
             return await self._ensure_external(key)
         if inst.state in (InstanceState.READY, InstanceState.UNHEALTHY):
             return inst
-        if inst.state is InstanceState.UNREACHABLE and inst.host != ANY_HOST:
-            self._check_host(key, inst.host)  # its host is away: say so, change nothing
+        if inst.state is InstanceState.UNREACHABLE:
+            served = await self._while_host_away(key)
+            if served is not None:
+                return served
+            inst = slot.instance
+            if inst.state in (InstanceState.READY, InstanceState.UNHEALTHY):
+                return inst
         if slot.start_task is None or slot.start_task.done():
             if inst.state is InstanceState.SLEEPING:
                 slot.start_task = asyncio.create_task(self._run_wake(key), name=f"ryx-wake-{key}")

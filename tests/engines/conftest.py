@@ -8,6 +8,7 @@ after each test, and the test fails if ``docker0`` (the main engine's bridge) we
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -17,9 +18,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from ryx_desktop.config import Config
+from tests.fake_vllm.image import ensure_fake_image
 from tests.support.extra_dockerd import ExtraDockerd, link_exists
 from tests.support.remote_host import RemoteHost
 from tests.support.upstream import distinct_free_ports
@@ -41,6 +44,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 MakeEngine = Callable[..., ExtraDockerd]
+
+
+def fake_image_on(engine: ExtraDockerd) -> str:
+    """Import the fake vLLM image into ``engine`` through its socket (a fresh engine has no
+    image at all); setup, not under test."""
+    with contextlib.closing(engine.client()) as client:
+        return ensure_fake_image(client)
+
+
+async def health(url: str) -> int | None:
+    """The status of ``url``'s ``/health`` (None: nothing answered)."""
+    try:
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            return (await client.get(f"{url}/health")).status_code
+    except httpx.HTTPError:
+        return None
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,6 @@ import shutil
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 
-import httpx
 import pytest
 
 from ryx_desktop.adapters.docker_runtime import DockerRuntime
@@ -27,9 +26,7 @@ from ryx_desktop.config import Config
 from ryx_desktop.core.errors import DockerUnavailableError
 from ryx_desktop.core.ports import ContainerStatus, RuntimeEventKind
 from ryx_desktop.core.spec import build_spec
-from tests.engines.conftest import MakeEngine
-from tests.fake_vllm.image import ensure_fake_image
-from tests.support.extra_dockerd import ExtraDockerd
+from tests.engines.conftest import MakeEngine, fake_image_on, health
 from tests.support.sshd import TestSshd
 from tests.support.waiting import wait_for
 
@@ -46,19 +43,6 @@ def sshd() -> Iterator[TestSshd]:
     finally:
         server.close()
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def fake_image_on(engine: ExtraDockerd) -> str:
-    with contextlib.closing(engine.client()) as client:
-        return ensure_fake_image(client)
-
-
-async def health(url: str) -> int | None:
-    try:
-        async with httpx.AsyncClient(timeout=2.0) as client:
-            return (await client.get(f"{url}/health")).status_code
-    except httpx.HTTPError:
-        return None
 
 
 @pytest.mark.asyncio

@@ -35,8 +35,7 @@ from ryx_desktop.ui.bridge import EngineBridge
 from ryx_desktop.ui.event_loop import QtAsyncioLoop
 from ryx_desktop.ui.tray import TrayIcon
 from ryx_desktop.ui.window import ManagerWindow
-from tests.engines.conftest import MakeEngine
-from tests.fake_vllm.image import ensure_fake_image
+from tests.engines.conftest import MakeEngine, fake_image_on
 from tests.support.extra_dockerd import ExtraDockerd
 from tests.support.waiting import wait_for
 
@@ -75,12 +74,6 @@ async def supervised(config: Config) -> AsyncIterator[Rig]:
         await supervisor.close()
         await health.close()
         await runtime.close()
-
-
-def fake_image_on(engine: ExtraDockerd) -> str:
-    """Import the fake vLLM image into ``engine`` (a fresh engine has no image at all)."""
-    with contextlib.closing(engine.client()) as client:
-        return ensure_fake_image(client)
 
 
 def docker_stop(engine: ExtraDockerd, name: str) -> None:

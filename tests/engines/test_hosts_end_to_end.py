@@ -33,11 +33,12 @@ from ryx_desktop.app import Engine, build_engine, build_proxy
 from ryx_desktop.config import Config
 from ryx_desktop.core.states import InstanceState
 from ryx_desktop.proxy import ProxyServer
-from tests.engines.conftest import MODEL_PATH, MakeRemoteHost
-from tests.fake_vllm.image import ensure_fake_image
+from tests.engines.conftest import MODEL_PATH, MakeRemoteHost, fake_image_on
 from tests.support.remote_host import RemoteHost
 
 pytestmark = pytest.mark.asyncio
+
+GIB = 2**30
 
 #: nvidia-smi's answers: one 80 GiB GPU with ``{free}`` MiB free, no compute process.
 NVIDIA_SMI = """#!/bin/sh
@@ -53,11 +54,6 @@ def report_free(host: RemoteHost, free_mib: int) -> None:
     """Make the host's nvidia-smi report ``free_mib`` free of its 80 GiB."""
     script = NVIDIA_SMI.format(uuid=host.name, used=81920 - free_mib, free=free_mib)
     host.sshd.add_command("nvidia-smi", script)
-
-
-def load_image(host: RemoteHost) -> str:
-    with contextlib.closing(host.engine.client()) as client:
-        return ensure_fake_image(client)
 
 
 def container_names(host: RemoteHost) -> list[str]:
@@ -128,7 +124,7 @@ async def test_two_ssh_hosts_one_proxy(
     one = make_remote_host("a", live_restore=True)
     two = make_remote_host("b")
     image_one, image_two = await asyncio.gather(
-        asyncio.to_thread(load_image, one), asyncio.to_thread(load_image, two)
+        asyncio.to_thread(fake_image_on, one.engine), asyncio.to_thread(fake_image_on, two.engine)
     )
     assert image_one == image_two
     report_free(one, 4096)
@@ -187,8 +183,13 @@ async def _walk_the_issue(
     assert (sup.get("far1").host, sup.get("far2").host) == ("one", "two")
     assert container_names(one) == ["ryx-vllm-far1"]
     assert container_names(two) == ["ryx-vllm-far2"]
-    port1 = sup.get("far1").port
-    assert port1 is not None
+    # GPUs are read over the same SSH connection as the engine: one client port every time.
+    assert engine.hosts is not None
+    two_ssh = engine.hosts.ssh_engines["two"]
+    seen = {(await two_ssh.run(["printenv", "SSH_CONNECTION"]))[1] for _ in range(3)}
+    assert len(seen) == 1 and next(iter(seen)).startswith(f"{two.local_address} ")
+    reading = await engine.gpu_probes["two"].read()
+    assert [(g.name, g.free_bytes) for g in reading.gpus] == [("NVIDIA H100 80GB HBM3", 60 * GIB)]
 
     # 2. host: any by the free memory nvidia-smi reports over SSH. There is no GPU here, so the
     # start fails on the picked host with its engine's own GPU error; where it failed is the point.
@@ -219,6 +220,18 @@ async def _walk_the_issue(
         "the tunnel reopened by itself",
         30,
     )
+    assert await chat(base, "far2")
+
+    # The engine's own tunnel (the SSH connection master) killed: reopened, a master again.
+    master = two_ssh.tunnel
+    assert master is not None and master.pid is not None
+    master_pid = master.pid
+    os.kill(master_pid, 9)
+    await wait_until(
+        lambda: master.up and master.pid not in (None, master_pid), "the engine's tunnel", 30
+    )
+    seen = {(await two_ssh.run(["printenv", "SSH_CONNECTION"]))[1] for _ in range(2)}
+    assert len(seen) == 1
     assert await chat(base, "far2")
 
     # 4. Host one's engine killed: far1 unreachable with the reason, far2 still answers.

@@ -25,8 +25,7 @@ from ryx_desktop.adapters.multi_engine import MultiEngineRuntime
 from ryx_desktop.config import Config
 from ryx_desktop.core.ports import ContainerStatus, RuntimeEvent, RuntimeEventKind
 from ryx_desktop.core.spec import build_spec
-from tests.engines.conftest import MODEL_PATH, MakeEngine
-from tests.fake_vllm.image import ensure_fake_image
+from tests.engines.conftest import MODEL_PATH, MakeEngine, fake_image_on
 from tests.support.extra_dockerd import ExtraDockerd
 from tests.support.waiting import wait_for
 
@@ -56,11 +55,6 @@ class Forwards:
 
     async def close_port(self, handle: tuple[str, int]) -> None:
         self.closed.append(handle)
-
-
-def fake_image_on(engine: ExtraDockerd) -> str:
-    with contextlib.closing(engine.client()) as client:
-        return ensure_fake_image(client)
 
 
 def docker_stop(engine: ExtraDockerd, container_id: str) -> None:

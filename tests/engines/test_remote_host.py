@@ -20,7 +20,6 @@ import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from ryx_desktop.adapters.docker_runtime import DockerRuntime
@@ -28,8 +27,7 @@ from ryx_desktop.adapters.ssh_tunnel import SshTunnel
 from ryx_desktop.config import Config
 from ryx_desktop.core.ports import ContainerStatus
 from ryx_desktop.core.spec import ContainerSpec, build_spec
-from tests.engines.conftest import MakeRemoteHost
-from tests.fake_vllm.image import ensure_fake_image
+from tests.engines.conftest import MakeRemoteHost, fake_image_on, health
 from tests.support.extra_dockerd import link_exists, mounts_under, ping
 from tests.support.remote_host import NETNS_DIR, RemoteHost
 
@@ -43,20 +41,6 @@ HEALTH_SCRIPT = (
     "    code = None\n"
     "sys.exit(0 if code == 200 else 1)\n"
 )
-
-
-def fake_image_on(host: RemoteHost) -> str:
-    """The fake image, loaded through the engine's socket directly (setup, not under test)."""
-    with contextlib.closing(host.engine.client()) as client:
-        return ensure_fake_image(client)
-
-
-async def health(url: str) -> int | None:
-    try:
-        async with httpx.AsyncClient(timeout=2.0) as client:
-            return (await client.get(f"{url}/health")).status_code
-    except httpx.HTTPError:
-        return None
 
 
 async def wait_for_async(check: Callable[[], Awaitable[bool]], what: str, timeout: float) -> None:
@@ -80,7 +64,7 @@ async def start_model(
 ) -> tuple[ContainerSpec, str]:
     """Start the fake model on the host's engine (through its socket, as setup); its spec
     and container id, once it answers ``/health`` on the host's loopback."""
-    image = await asyncio.to_thread(fake_image_on, host)
+    image = await asyncio.to_thread(fake_image_on, host.engine)
     config = engine_config(host.engine, image)
     for cache in (config.docker.hf_cache, config.docker.vllm_cache):
         cache.mkdir(parents=True, exist_ok=True)

@@ -86,13 +86,15 @@ class HostsHealth(FakeHealth):
     def __init__(self, *engines: FakeRuntime) -> None:
         super().__init__(engines[0])
         self.engines = engines
+        #: Containers of an engine that went away still answer (its port forward is separate).
+        self.serve_when_down = False
 
     def _serving(self, base_url: str) -> list[FakeContainer]:
         port = int(base_url.rsplit(":", 1)[1])
         return [
             c
             for engine in self.engines
-            if getattr(engine, "down", None) is None
+            if getattr(engine, "down", None) is None or self.serve_when_down
             for c in engine.containers.values()
             if c.serving and c.info.status is ContainerStatus.RUNNING and c.info.host_port == port
         ]

@@ -138,6 +138,19 @@ async def test_a_host_away_turns_its_models_unreachable_and_the_rest_keeps_worki
     assert rig.sup.get("a").state is InstanceState.READY
 
 
+async def test_a_model_whose_server_answers_is_served_while_its_engine_is_away(rig: Rig) -> None:
+    b = await rig.sup.ensure_ready("b")
+    rig.remote.crash(DOWN)
+    await settle()
+    assert rig.sup.get("b").state is InstanceState.UNREACHABLE
+    assert isinstance(rig.sup._health, HostsHealth)
+    rig.sup._health.serve_when_down = True  # the engine restarts; the model's server does not
+    served = await rig.sup.ensure_ready("b")
+    assert served.container_id == b.container_id
+    assert served.state is InstanceState.UNREACHABLE  # still honest about its host
+    assert rig.remote.calls.count(("start", "b")) == 1  # nothing started again
+
+
 async def test_a_host_back_is_read_again_and_what_runs_there_adopted(rig: Rig) -> None:
     b = await rig.sup.ensure_ready("b")
     rig.remote.crash(DOWN)
