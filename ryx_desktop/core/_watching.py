@@ -236,10 +236,13 @@ class Watching(Sleeping):
                 continue
             info = found.get(key)
             inst = slot.instance
-            if inst.host != host and info is None:
-                continue
-            if inst.host != host and model.host != ANY_HOST and inst.running:
-                continue  # it runs elsewhere; a container of it here is not ours to take
+            if inst.host != host:
+                # Listed under another host: only a container running here is news (a
+                # ``host: any`` model placed here, or one started here by someone else).
+                if info is None or info.status is not ContainerStatus.RUNNING:
+                    continue
+                if model.host != ANY_HOST and inst.running:
+                    continue  # it runs elsewhere; a container of it here is not ours to take
             if slot.stopping or (slot.start_task is not None and not slot.start_task.done()):
                 continue
             if info is not None and info.status is ContainerStatus.RUNNING:
