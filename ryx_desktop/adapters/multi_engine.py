@@ -58,9 +58,10 @@ import contextlib
 import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Generic, TypeVar
 
+from ryx_desktop.adapters._port_forwards import PortForwards
 from ryx_desktop.core.clock import MonotonicClock
 from ryx_desktop.core.errors import ConfigError, DockerError, HostUnreachableError, RyxError
 from ryx_desktop.core.ports import (
@@ -89,16 +90,6 @@ RETRY_MAX = 30.0
 LIST_TIMEOUT = 30.0
 #: How long a container gets to stop when its start is undone (its port could not be reached).
 UNDO_STOP_TIMEOUT = 10.0
-
-
-@dataclass(eq=False)
-class _Forward(Generic[H]):
-    """One model port forwarded from ``host`` to this machine, and the containers that use it."""
-
-    host: str
-    port: int
-    opening: asyncio.Future[H]
-    users: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +131,7 @@ class MultiEngineRuntime(Generic[H]):
         if not engines:
             raise ValueError("a multi-engine runtime needs at least one engine")
         self._engines = dict(engines)
-        self._open_port = open_port
-        self._close_port = close_port
+        self._forwards: PortForwards[H] = PortForwards(open_port, close_port)
         self._on_host = on_host
         self._tunnelled = frozenset(
             tunnelled if tunnelled is not None else (h for h in engines if h != LOCAL_HOST)
@@ -153,9 +143,6 @@ class MultiEngineRuntime(Generic[H]):
         self._learned: dict[str, int] = {}  # container id -> tick it was last seen at
         self._ticks = itertools.count()
         self._problems: dict[str, str | None] = {}  # host -> its problem; None: it answers
-        self._forwards: dict[int, _Forward[H]] = {}  # local port -> forward
-        self._port_of: dict[str, int] = {}  # container id -> the port forwarded for it
-        self._closing: dict[int, asyncio.Future[None]] = {}  # port -> its forward being closed
         self._subscribers: set[asyncio.Queue[RuntimeEvent | _Closed]] = set()
         self._followers: dict[str, asyncio.Task[None]] = {}
         self._readers: dict[str, asyncio.Task[None]] = {}
@@ -181,7 +168,7 @@ class MultiEngineRuntime(Generic[H]):
 
     def forwarded_ports(self) -> dict[int, str]:
         """Ports forwarded (or being forwarded) from a remote host now: port -> host."""
-        return {port: fwd.host for port, fwd in self._forwards.items()}
+        return self._forwards.ports()
 
     # ---- listing -----------------------------------------------------------------------------
 
@@ -283,7 +270,7 @@ class MultiEngineRuntime(Generic[H]):
         if host not in self._tunnelled:
             return info
         try:
-            await self._ensure_forward(host, spec.host_port, info.id, take_over=True)
+            await self._forwards.ensure(host, spec.host_port, info.id, take_over=True)
         except HostUnreachableError as error:
             await asyncio.shield(self._undo_start(host, info.id))
             raise HostUnreachableError(
@@ -502,89 +489,9 @@ class MultiEngineRuntime(Generic[H]):
         """Forward the port of a running remote container found (never fails the caller)."""
         assert info.host_port is not None
         try:
-            await self._ensure_forward(info.host, info.host_port, info.id, take_over=False)
+            await self._forwards.ensure(info.host, info.host_port, info.id, take_over=False)
         except HostUnreachableError as error:
             log.warning("cannot reach %s of host %s: %s", info.name, info.host, error)
-
-    async def _ensure_forward(self, host: str, port: int, cid: str, *, take_over: bool) -> None:
-        """Forward ``port`` of ``host`` for container ``cid``; ``HostUnreachableError`` when it
-        cannot be opened. A port forwarded from another host is taken over only for a start
-        (``take_over``): a container found running elsewhere does not steal it."""
-        fwd = self._forwards.get(port)
-        if fwd is not None and fwd.host != host:
-            if not take_over:
-                log.warning(
-                    "port %d is forwarded from host %s already; %s on host %s is not reached",
-                    port,
-                    fwd.host,
-                    cid,
-                    host,
-                )
-                return
-            await self._drop(fwd)
-            fwd = None
-        if fwd is not None and _failed(fwd.opening):
-            self._forwards.pop(port, None)
-            fwd = None
-        if fwd is None:
-            fwd = _Forward(host, port, asyncio.ensure_future(self._open(host, port)))
-            self._forwards[port] = fwd
-        fwd.users.add(cid)
-        self._port_of[cid] = port
-        try:
-            await asyncio.shield(fwd.opening)
-        except Exception as exc:
-            fwd.users.discard(cid)
-            if self._port_of.get(cid) == port:
-                del self._port_of[cid]
-            if self._forwards.get(port) is fwd:
-                del self._forwards[port]
-            if isinstance(exc, HostUnreachableError):
-                raise
-            raise HostUnreachableError(
-                f"cannot forward port {port} of host {host}: {exc}", host=host
-            ) from exc
-
-    async def _open(self, host: str, port: int) -> H:
-        closing = self._closing.get(port)
-        if closing is not None:
-            await asyncio.shield(closing)  # the last forward of this port must let go of it
-        return await self._open_port(host, port)
-
-    async def _release(self, cid: str) -> None:
-        port = self._port_of.pop(cid, None)
-        fwd = None if port is None else self._forwards.get(port)
-        if fwd is None:
-            return
-        fwd.users.discard(cid)
-        if not fwd.users:
-            await self._drop(fwd)
-
-    async def _drop(self, fwd: _Forward[H]) -> None:
-        """End a forward (once it opened); its containers lose it."""
-        if self._forwards.get(fwd.port) is fwd:
-            del self._forwards[fwd.port]
-        for cid in fwd.users:
-            if self._port_of.get(cid) == fwd.port:
-                del self._port_of[cid]
-        fwd.users.clear()
-        closing = asyncio.ensure_future(self._end(fwd))
-        self._closing[fwd.port] = closing
-        try:
-            await asyncio.shield(closing)
-        finally:
-            if self._closing.get(fwd.port) is closing and closing.done():
-                del self._closing[fwd.port]
-
-    async def _end(self, fwd: _Forward[H]) -> None:
-        try:
-            handle = await asyncio.shield(fwd.opening)
-        except Exception:
-            return  # it never opened: nothing to close
-        try:
-            await self._close_port(handle)
-        except Exception:
-            log.exception("closing the forward of port %d of host %s failed", fwd.port, fwd.host)
 
     # ---- bookkeeping -------------------------------------------------------------------------
 
@@ -606,7 +513,7 @@ class MultiEngineRuntime(Generic[H]):
     async def _forget(self, cid: str) -> None:
         self._where.pop(cid, None)
         self._learned.pop(cid, None)
-        await self._release(cid)
+        await self._forwards.release(cid)
 
     def _report(self, host: str, problem: str | None) -> None:
         if host in self._problems and self._problems[host] == problem:
@@ -633,18 +540,13 @@ class MultiEngineRuntime(Generic[H]):
         for queue in list(self._subscribers):
             queue.put_nowait(_CLOSED)
         self._subscribers.clear()
-        for fwd in list(self._forwards.values()):
-            await self._drop(fwd)
+        await self._forwards.close()
         results = await asyncio.gather(
             *(engine.close() for engine in self._engines.values()), return_exceptions=True
         )
         for host, result in zip(self._engines, results, strict=True):
             if isinstance(result, Exception):
                 log.warning("closing the engine of host %s failed: %s", host, result)
-
-
-def _failed(future: asyncio.Future[H]) -> bool:
-    return future.done() and (future.cancelled() or future.exception() is not None)
 
 
 def _forwardable(info: ContainerInfo) -> bool:
