@@ -27,6 +27,7 @@ from yarl import URL
 from ryx_desktop.config import ProxyConfig
 from ryx_desktop.core.errors import RyxError
 from ryx_desktop.core.routing import resolve_model
+from ryx_desktop.core.spec import ANY_HOST, LOCAL_HOST
 from ryx_desktop.core.states import Instance, InstanceState
 from ryx_desktop.core.supervisor import Supervisor
 from ryx_desktop.proxy._body import (
@@ -750,6 +751,15 @@ def _upstream_error(
 ) -> ProxyError:
     """The one place the upstream clients' errors (aiohttp's, the pool's) become the proxy's."""
     key, where = inst.key, inst.url
+    # A model on another host is reached through an SSH tunnel: a cut may be the tunnel's.
+    remote = inst.host not in (LOCAL_HOST, "", ANY_HOST)
+    tunnel = (
+        f"; if the SSH tunnel to host {inst.host} dropped, it reopens by itself: retry"
+        if remote
+        else ""
+    )
+    if remote:
+        where = f"{where} (host {inst.host}, through SSH)"
     if closing:
         return _shutting_down()
     if isinstance(exc, (aiohttp.ClientConnectorError, UpstreamConnectError)):
@@ -757,7 +767,7 @@ def _upstream_error(
             502,
             f"{key}'s server at {where} refused the connection",
             "upstream_unreachable",
-            hint=f"Check that {key} runs: ryx-desktop status",
+            hint=f"Check that {key} runs: ryx-desktop status{tunnel}",
         )
     if isinstance(exc, TimeoutError):
         return ProxyError(
@@ -771,5 +781,5 @@ def _upstream_error(
         502,
         f"{key}'s server at {where} {what}",
         "upstream_error",
-        hint=f"See the model's log: ryx-desktop logs {key}",
+        hint=f"See the model's log: ryx-desktop logs {key}{tunnel}",
     )

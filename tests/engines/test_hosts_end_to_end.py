@@ -214,7 +214,8 @@ async def _walk_the_issue(
     last = events[-1].splitlines()
     assert last[0] == "event: error", events[-3:]
     error = json.loads(last[1].removeprefix("data: "))["error"]
-    assert error["message"]
+    assert "far2's server" in error["message"] and "host two, through SSH" in error["message"]
+    assert "SSH tunnel to host two" in error["hint"], error
     await wait_until(
         lambda: target_two.up and target_two.pid not in (None, killed_pid),
         "the tunnel reopened by itself",
