@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 )
 
 from ryx_desktop.config import Config, ExternalModelConfig, ModelConfig
+from ryx_desktop.core.spec import ANY_HOST, LOCAL_HOST
 from ryx_desktop.ui._form import (
     ConfigDialog,
     FieldErrors,
@@ -100,6 +101,14 @@ class ModelDialog(ConfigDialog):
         self._line("size", "Size", "small, medium, powerful, ...")
         self._rows: tuple[list[QWidget], list[QWidget]] = ([], [])  # managed, remote only
         managed, remote = self._rows
+        self.host = QComboBox()
+        self.host.setObjectName("host")
+        for host in bridge.hosts():
+            self.host.addItem(_host_item(host), host)
+        self.host.addItem("any: the host with room, when it starts", ANY_HOST)
+        self.host.currentIndexChanged.connect(self._check_model_path)
+        self._host_row = self._row("host", "Host", self.host)
+        managed.append(self._host_row)
         managed.append(self._model_row())
         managed.append(self._line("port", "Port", "host port on 127.0.0.1"))
         managed.append(self._line("image", "Image", "default: the Docker settings' image"))
@@ -224,8 +233,8 @@ class ModelDialog(ConfigDialog):
         if self.kind.currentIndex() != MANAGED:
             return None
         text = self.fields["model"].text().strip()
-        if not text:
-            return None
+        if not text or self.host.currentData() != LOCAL_HOST:
+            return None  # on another host (or any): its folder is not on this machine
         return model_path_problem(text, self._bridge.config.docker, self._exists)
 
     def _model_path_changed(self) -> bool:
@@ -257,6 +266,7 @@ class ModelDialog(ConfigDialog):
             put(entry, "url", text["url"])
             return entry, unreadable
         put(entry, "model", text["model"])
+        entry["host"] = self.host.currentData()
         put(entry, "port", number_or_text(text["port"]))
         entry["image"] = text["image"] or None
         put(entry, "gpu_memory_utilization", number_or_text(text["gpu_memory_utilization"]))
@@ -296,6 +306,12 @@ class ModelDialog(ConfigDialog):
         if isinstance(model, ExternalModelConfig):
             self.fields["url"].setText(model.url)
             return
+        found = self.host.findData(model.host)
+        if found < 0:  # a host no longer under hosts: (the config check says so on Save)
+            self.host.addItem(model.host, model.host)
+            found = self.host.count() - 1
+        self.host.setCurrentIndex(found)
+        self._show_rows(MANAGED)
         for field in ("model", "port", "image", "gpu_memory_utilization", "max_model_len"):
             self.fields[field].setText(shown(getattr(model, field)))
         self.fields["idle_ttl"].setText(shown(model.idle_ttl))
@@ -311,6 +327,9 @@ class ModelDialog(ConfigDialog):
         for index, rows in enumerate(self._rows):
             for row in rows:
                 self._form.setRowVisible(row, index == kind)
+        # One engine: nothing to choose (a model's host stays what it is).
+        several = len(self._bridge.hosts()) > 1 or self.host.currentData() != LOCAL_HOST
+        self._form.setRowVisible(self._host_row, kind == MANAGED and several)
 
     def _line(self, field: str, label: str, placeholder: str) -> QWidget:
         edit = QLineEdit()
@@ -324,6 +343,10 @@ class ModelDialog(ConfigDialog):
         row = self.errors.wrap(field, widget)
         self._form.addRow(label, row)
         return row
+
+
+def _host_item(host: str) -> str:
+    return "local: this machine's Docker engine" if host == LOCAL_HOST else host
 
 
 def _devices(text: str) -> object:

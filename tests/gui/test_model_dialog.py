@@ -352,3 +352,39 @@ def test_every_problem_shows_at_once_clashes_beside_bad_values(
             assert "alias 'x' is already the alias of model 'a'" in dialog.errors.text("aliases")
 
     run_on_qt(qapp, scenario())
+
+
+def test_the_host_is_chosen_in_the_dialog_when_there_are_several(
+    qapp: QApplication, tmp_path: Path
+) -> None:
+    hosts = {"gpu2": {"url": "ssh://me@gpu2", "models_dir": "/srv/models"}}
+
+    async def scenario() -> None:
+        async with config_rig(tmp_path, {"a": managed(8001)}) as one_host:
+            alone = ModelDialog(one_host.bridge, "a")
+            assert not alone._form.isRowVisible(alone._host_row)  # one engine: nothing to pick
+            alone.deleteLater()
+        async with config_rig(tmp_path, {"a": managed(8001)}, hosts=hosts) as rig:
+            dialog = ModelDialog(rig.bridge, None)
+            assert dialog._form.isRowVisible(dialog._host_row)
+            choices = [dialog.host.itemData(i) for i in range(dialog.host.count())]
+            assert choices == ["local", "gpu2", "any"]
+            # A folder on gpu2 is not looked for on this machine.
+            fill(dialog, key="far", model="/models/only-on-gpu2", port="8002")
+            assert dialog.errors.text("model") != ""  # not in this machine's models folder
+            dialog.host.setCurrentIndex(choices.index("gpu2"))
+            assert dialog.errors.text("model") == ""
+            assert await dialog.submit()
+            saved = load_config(rig.path).models["far"]
+            assert isinstance(saved, ModelConfig) and saved.host == "gpu2"
+
+            edit = ModelDialog(rig.bridge, "far")
+            assert edit.host.currentData() == "gpu2"
+            edit.host.setCurrentIndex(choices.index("any"))
+            assert await edit.submit()
+            moved = load_config(rig.path).models["far"]
+            assert isinstance(moved, ModelConfig) and moved.host == "any"
+            edit.deleteLater()
+            dialog.deleteLater()
+
+    run_on_qt(qapp, scenario())
