@@ -44,9 +44,9 @@ Decision: the merged event stream never ends because one host's stream did, the 
 included; it ends only with ``close()``. Ending it with the local engine would stop the remote
 hosts' events for as long as the local engine is away (each new stream would fail at once),
 and the supervisor's resync after it would see a partial list and take the local models for
-stopped. Instead every host, ``local`` too, is reported through ``on_host``: wired into the
-supervisor, ``on_host("local", ...)`` is what ``engine_problem`` is today, and the per-host
-problems turn that host's models ``unreachable``.
+stopped. Instead every host, ``local`` too, is reported through ``on_host``, which the app wires
+to ``Supervisor.host_changed``: ``local``'s state is the supervisor's ``engine_problem``, and a
+host's problem turns its models ``unreachable`` (``adapters.host_engines`` builds it all).
 
 Nothing here blocks the loop; the engines do their own blocking work off it.
 """
