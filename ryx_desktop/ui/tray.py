@@ -56,6 +56,11 @@ def activity_text(inst: Instance) -> str:
     return f"{word} {inst.name}" + (f" {percent} %" if percent is not None else "")
 
 
+def _elsewhere(inst: Instance) -> bool:
+    """A managed model placed on another host than this machine's engine."""
+    return not inst.external and inst.host not in ("local", "any")
+
+
 def vram_text(report: VramReport | None) -> str | None:
     """``VRAM 7.5 / 24.0 GiB`` over every GPU (per host with several: ``VRAM local 7.5 / 24.0
     GiB · gpu2 30.0 / 80.0 GiB``); None when nothing was measured."""
@@ -217,7 +222,8 @@ class TrayIcon(QObject):
         bridge = self._bridge
         # Styles draw a checked action that has an icon as a sunken icon, not as a radio dot:
         # the words say it too.
-        title = f"{inst.name} — {state_text(inst)}" + ("  (selected)" if selected else "")
+        host = f" on {inst.host}" if _elsewhere(inst) else ""
+        title = f"{inst.name}{host} — {state_text(inst)}" + ("  (selected)" if selected else "")
         sub = QMenu(title, self._menu)
         sub.setObjectName(f"menu:{key}")
         sub.setIcon(self._icon(inst.state, load_percent(inst)))
@@ -363,6 +369,8 @@ class TrayIcon(QObject):
         state = inst.state
         if state is InstanceState.READY and not inst.external:
             where = f"port {inst.port}" if inst.port is not None else inst.url or ""
+            if _elsewhere(inst):
+                where += f" (host {inst.host}, through SSH)"
             self._notify(f"{inst.name} is ready", f"Serving {inst.served_name} on {where}")
         elif state is InstanceState.FAILED:
             failure = inst.failure

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from PySide6.QtCore import QItemSelectionModel, Qt
+from PySide6.QtCore import QItemSelectionModel, QPoint, Qt
 from PySide6.QtGui import QColor, QPixmap
 from PySide6.QtWidgets import QApplication
 
@@ -21,6 +21,7 @@ from ryx_desktop.ui.instances_model import (
     LIGHT_ROLE,
     Column,
 )
+from ryx_desktop.ui.tray import TrayIcon
 from ryx_desktop.ui.window import ManagerWindow
 from tests.gui.fixtures_engine import engine_rig, run_on_qt
 from tests.gui.hosts_fixtures import HOSTS_CONFIG, hosts_bridge
@@ -224,3 +225,19 @@ def test_with_only_the_local_host_the_table_is_one_flat_list(qapp: QApplication)
                 window.deleteLater()
 
     run_on_qt(qapp, scenario())
+
+
+def test_the_tray_menu_names_the_host_of_a_model_elsewhere(qapp: QApplication) -> None:
+    supervisor = HostsSupervisor(Config.model_validate(HOSTS_CONFIG))
+    with hosts_bridge(supervisor) as (bridge, _vram):
+        tray = TrayIcon(bridge)
+        supervisor.set("big", state=InstanceState.READY)
+        supervisor.set("c", state=InstanceState.READY, host="gpu2")
+        tray.menu.popup(QPoint(0, 0))
+        tray.menu.hide()
+        titles = {key: tray.action(f"menu:{key}") for key in ("a", "big", "c")}
+        texts = {key: a.text() for key, a in titles.items() if a is not None}
+        assert texts["a"].startswith("a — ")  # this machine's: as before
+        assert texts["big"].startswith("big on gpu2 — ready")
+        assert texts["c"].startswith("c on gpu2 — ready")  # host: any, placed on gpu2
+        tray.deleteLater()
