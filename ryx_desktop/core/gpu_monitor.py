@@ -340,6 +340,11 @@ class GpuMonitor:
             return GpuReading(
                 message=f"The GPUs of {host} are not read from here", hint=NO_PROBE_HINT
             )
+        away = self._supervisor.host_problems.get(host) if host != LOCAL_HOST else None
+        if away is not None:
+            # Its SSH connection is what fails: asking would only hold up every other host's
+            # gauge until ssh gives up. Read again once the host answers.
+            return GpuReading(message=f"{host} does not answer: {away}")
         return await probe.read()
 
     def _on_instance(self, _inst: Instance) -> None:

@@ -270,3 +270,20 @@ def test_one_hosts_report_is_that_report() -> None:
     merged = merge_host_reports([("local", alone)])
     assert merged.gpus == alone.gpus and merged.hosts == ("local",)
     assert not merged.several_hosts and merged.found and merged.host_problems == ()
+
+
+@pytest.mark.asyncio
+async def test_a_host_that_does_not_answer_is_not_asked_for_its_gpus() -> None:
+    rig = Rig()
+    rig.sup.set_host_problem("gpu2", "ssh: connect to host gpu2 port 22: Connection refused")
+    report = await rig.monitor.poll_once()
+    assert rig.gpu2.reads == 0 and rig.local.reads == 1
+    assert report.found
+    assert report.host_problems == (
+        HostGpuProblem(
+            "gpu2", "gpu2 does not answer: ssh: connect to host gpu2 port 22: Connection refused"
+        ),
+    )
+    rig.sup.set_host_problem("gpu2", None)
+    await rig.monitor.poll_once()
+    assert rig.gpu2.reads == 1  # read again once it answers
