@@ -46,6 +46,7 @@ class PortForwards(Generic[H]):
         self._forwards: dict[int, _Forward[H]] = {}  # local port -> forward
         self._port_of: dict[str, int] = {}  # container id -> the port forwarded for it
         self._closing: dict[int, asyncio.Future[None]] = {}  # port -> its forward being closed
+        self._ending: dict[str, asyncio.Future[None]] = {}  # container id -> its last release
 
     def ports(self) -> dict[int, str]:
         """Ports forwarded (or being forwarded) now: port -> host."""
@@ -97,14 +98,31 @@ class PortForwards(Generic[H]):
         return await self._open_port(host, port)
 
     async def release(self, cid: str) -> None:
-        """Container ``cid`` no longer uses its port; the forward ends with its last user."""
+        """Container ``cid`` no longer uses its port; the forward ends with its last user.
+
+        Returns once that forward has ended, also when another caller released ``cid`` first
+        and is still ending it (a Docker ``destroy`` event racing the ``remove`` that caused
+        it): whoever asked, the port is let go of when this returns.
+        """
         port = self._port_of.pop(cid, None)
         fwd = None if port is None else self._forwards.get(port)
         if fwd is None:
+            ending = self._ending.get(cid)
+            if ending is not None:
+                await asyncio.shield(ending)
             return
         fwd.users.discard(cid)
-        if not fwd.users:
-            await self._drop(fwd)
+        if fwd.users:
+            return
+        ending = asyncio.ensure_future(self._drop(fwd))
+        self._ending[cid] = ending
+
+        def forget(done: asyncio.Future[None]) -> None:
+            if self._ending.get(cid) is done:
+                del self._ending[cid]
+
+        ending.add_done_callback(forget)
+        await asyncio.shield(ending)
 
     async def _drop(self, fwd: _Forward[H]) -> None:
         """End a forward (once it opened); its containers lose it."""

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import shutil
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -28,7 +28,7 @@ from ryx_desktop.core.ports import ContainerStatus, RuntimeEventKind
 from ryx_desktop.core.spec import build_spec
 from tests.engines.conftest import MakeEngine, fake_image_on, health
 from tests.support.sshd import TestSshd
-from tests.support.waiting import wait_for
+from tests.support.waiting import wait_for, wait_for_async
 
 KEY = "m"
 
@@ -104,13 +104,3 @@ async def test_a_runtime_on_an_ssh_host_starts_a_model_reached_through_a_tunnel(
     assert engine_tunnel.local_socket is not None
     assert not engine_tunnel.local_socket.parent.exists()  # its private folder is gone
     await wait_for(lambda: sshd.connection_pids() == [], "every ssh session ended", 10)
-
-
-async def wait_for_async(check: Callable[[], Awaitable[bool]], what: str, timeout: float) -> None:
-    """Like ``wait_for`` for an async predicate."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        if loop.time() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)

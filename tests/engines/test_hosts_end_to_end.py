@@ -35,6 +35,7 @@ from ryx_desktop.core.states import InstanceState
 from ryx_desktop.proxy import ProxyServer
 from tests.engines.conftest import MODEL_PATH, MakeRemoteHost, fake_image_on
 from tests.support.remote_host import RemoteHost
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.asyncio
 
@@ -71,15 +72,6 @@ def host_entry(host: RemoteHost, models_dir: Path) -> dict[str, Any]:
 
 def model(name: str, port: int, **settings: Any) -> dict[str, Any]:
     return {"model": MODEL_PATH, "served_name": name, "devices": "none", "port": port, **settings}
-
-
-async def wait_until(check: Callable[[], bool], what: str, timeout: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        if loop.time() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def chat(base: str, model: str) -> str:
@@ -167,7 +159,7 @@ async def _walk_the_issue(
 ) -> None:
     sup = engine.supervisor
     base = proxy.local_root
-    await wait_until(
+    await wait_for(
         lambda: (
             sup.host_problems == {"local": None, "one": None, "two": None}
             or any(p for h, p in sup.host_problems.items() if h != "local")
@@ -216,7 +208,7 @@ async def _walk_the_issue(
     error = json.loads(last[1].removeprefix("data: "))["error"]
     assert "far2's server" in error["message"] and "host two, through SSH" in error["message"]
     assert "SSH tunnel to host two" in error["hint"], error
-    await wait_until(
+    await wait_for(
         lambda: target_two.up and target_two.pid not in (None, killed_pid),
         "the tunnel reopened by itself",
         30,
@@ -228,7 +220,7 @@ async def _walk_the_issue(
     assert master is not None and master.pid is not None
     master_pid = master.pid
     os.kill(master_pid, 9)
-    await wait_until(
+    await wait_for(
         lambda: master.up and master.pid not in (None, master_pid), "the engine's tunnel", 30
     )
     seen = {(await two_ssh.run(["printenv", "SSH_CONNECTION"]))[1] for _ in range(2)}
@@ -237,7 +229,7 @@ async def _walk_the_issue(
 
     # 4. Host one's engine killed: far1 unreachable with the reason, far2 still answers.
     one.kill_engine()
-    await wait_until(
+    await wait_for(
         lambda: sup.get("far1").state is InstanceState.UNREACHABLE, "far1 unreachable", 60
     )
     assert "host one does not answer" in sup.get("far1").note
@@ -253,7 +245,7 @@ async def _walk_the_issue(
 
     # 5. The engine back (live-restore kept the container): far1 adopted and answering again.
     one.restart_engine()
-    await wait_until(lambda: sup.get("far1").state is InstanceState.READY, "far1 adopted", 90)
+    await wait_for(lambda: sup.get("far1").state is InstanceState.READY, "far1 adopted", 90)
     assert sup.host_problems["one"] is None
     assert sup.get("far1").adopted
     assert await chat(base, "far1")

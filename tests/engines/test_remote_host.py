@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -30,6 +30,7 @@ from ryx_desktop.core.spec import ContainerSpec, build_spec
 from tests.engines.conftest import MakeRemoteHost, fake_image_on, health
 from tests.support.extra_dockerd import link_exists, mounts_under, ping
 from tests.support.remote_host import NETNS_DIR, RemoteHost
+from tests.support.waiting import wait_for_async
 
 KEY = "m"
 #: Asks ``/health`` on the loopback of wherever it runs; exits 0 on 200.
@@ -41,15 +42,6 @@ HEALTH_SCRIPT = (
     "    code = None\n"
     "sys.exit(0 if code == 200 else 1)\n"
 )
-
-
-async def wait_for_async(check: Callable[[], Awaitable[bool]], what: str, timeout: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        if loop.time() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def answers_inside(host: RemoteHost, port: int) -> bool:

@@ -68,8 +68,13 @@ class FakePorts:
         self.opened.append((host, port))
         return (host, port)
 
+    #: When set, closing a forward waits for it (a slow ``ssh`` exit).
+    close_gate: asyncio.Event | None = None
+
     async def close_port(self, handle: tuple[str, int]) -> None:
         await asyncio.sleep(0)
+        if self.close_gate is not None:
+            await self.close_gate.wait()
         self.closed.append(handle)
 
     @property

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -21,3 +21,15 @@ async def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 30
             pytest.fail(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(0.01)
     return time.monotonic() - began
+
+
+async def wait_for_async(
+    check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30.0
+) -> None:
+    """Like :func:`wait_for` for an async predicate (one that does I/O itself)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        if loop.time() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.05)

@@ -412,6 +412,26 @@ async def test_a_start_event_of_a_remote_container_forwards_its_port_first(rig: 
     await _aclose(events)
 
 
+async def test_remove_returns_once_the_forward_is_closed_even_if_its_destroy_event_came_first(
+    rig: Rig,
+) -> None:
+    events = rig.runtime.events()
+    await settle()
+    b = await rig.runtime.start(spec("b"))
+    rig.ports.close_gate = asyncio.Event()  # ssh takes its time to exit
+    # Docker's destroy event outruns the remove call that caused it: the follower lets go first.
+    rig.remote.emit(RuntimeEvent(RuntimeEventKind.DESTROY, b.id, "b"))
+    await settle()  # the follower is closing the forward (the event goes on once it is)
+    remove = asyncio.create_task(rig.runtime.remove(b.id))
+    await settle()
+    assert not remove.done()  # the forward is still being closed
+    rig.ports.close_gate.set()
+    await asyncio.wait_for(remove, 1.0)
+    assert rig.ports.closed == [(REMOTE, 8002)] and rig.ports.live == []
+    assert (await next_event(events)).kind is RuntimeEventKind.DESTROY
+    await _aclose(events)
+
+
 async def test_a_start_and_its_own_start_event_share_one_forward(rig: Rig) -> None:
     events = rig.runtime.events()
     await settle()
