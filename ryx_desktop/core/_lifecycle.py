@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from typing import Any
 
 from ryx_desktop.config import ModelConfig
 from ryx_desktop.core._placing import Placing
@@ -115,10 +116,6 @@ class Lifecycle(Placing):
         ):
             await self.stop(victim, reason=f"stopped to make room for {key}")
 
-    def _on_host(self, key: str, host: str) -> bool:
-        """True when ``key`` runs (or is to run) on ``host``: only models there share its GPUs."""
-        return self._slots[key].instance.host == host
-
     def _claim(self, key: str) -> GpuClaim | None:
         model = self._config.models[key]
         if not isinstance(model, ModelConfig):
@@ -161,16 +158,7 @@ class Lifecycle(Placing):
                 result = await self._health.probe(inst.url or "", api_key)
                 if result.serves(inst.served_name):
                     await self._first_answer(key, container_id, recent, api_key)
-                    slot.failed_probes = 0
-                    slot.last_used = slot.last_used or self._clock.now()
-                    self._set(
-                        key,
-                        state=InstanceState.READY,
-                        progress=None,
-                        started_at=self._clock.now(),
-                        last_used=slot.last_used,
-                    )
-                    self._ensure_monitor(key)
+                    self._now_ready(key)
                     return
                 if self._clock.now() >= deadline:
                     tail = await self._tail(container_id, recent)
@@ -187,6 +175,21 @@ class Lifecycle(Placing):
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await follower
+
+    def _now_ready(self, key: str, **found: Any) -> None:
+        """``key`` serves: ready from now (``found``: what an adoption learnt of it), probed."""
+        slot = self._slots[key]
+        slot.failed_probes = 0
+        slot.last_used = slot.last_used or self._clock.now()
+        self._set(
+            key,
+            state=InstanceState.READY,
+            progress=None,
+            started_at=self._clock.now(),
+            last_used=slot.last_used,
+            **found,
+        )
+        self._ensure_monitor(key)
 
     def _notice_log_line(self, key: str, line: str) -> None:
         """Called by the log follower with each line: wake the start loop when the server is up."""

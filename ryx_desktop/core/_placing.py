@@ -2,9 +2,9 @@
 
 Each model runs on one host: ``local`` (the ``docker:`` engine) or a name from ``hosts:``. Its
 snapshot's ``host`` says which (a ``host: any`` model shows ``any`` until it is placed). With a
-runtime over several engines (``HostsRuntime``) each host's reachability is reported to
-:meth:`Placing.host_changed` by the runtime; without one only the local engine exists and its
-state is the event follower's. A host that does not answer turns its models ``unreachable``
+runtime over several engines (``HostsRuntime``) the runtime reports each host's reachability to
+the supervisor's ``host_changed`` (in ``_watching``); without one only the local engine exists
+and its state is the event follower's. A host that does not answer turns its models ``unreachable``
 with the reason; a start on it is refused at once with that reason. A ``host: any`` model is
 placed by :func:`~ryx_desktop.core.placement.pick_host` over the hosts that answer, with each
 host's GPUs as its probe measures them now (the local NVML probe, or nvidia-smi over SSH).
@@ -145,11 +145,15 @@ class Placing(SupervisorBase):
             return None
         return reading.gpus or None
 
+    def _on_host(self, key: str, host: str) -> bool:
+        """True when ``key`` runs (or is to run) on ``host``: only models there share its GPUs."""
+        return self._slots[key].instance.host == host
+
     def _running_on(self, host: str) -> int:
         return sum(
             1
-            for slot in self._slots.values()
-            if slot.instance.host == host and slot.instance.running
+            for key, slot in self._slots.items()
+            if self._on_host(key, host) and slot.instance.running
         )
 
     # ---- hosts going away --------------------------------------------------------------------

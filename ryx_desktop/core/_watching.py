@@ -77,18 +77,7 @@ class Watching(Sleeping):
                 return
         if (await self._health.probe(url, api_key)).serves(self._slots[key].instance.served_name):
             log.info("%s: adopted its running container %s, ready", key, info.id[:12])
-            slot = self._slots[key]
-            slot.failed_probes = 0
-            slot.last_used = slot.last_used or self._clock.now()
-            self._set(
-                key,
-                state=InstanceState.READY,
-                progress=None,
-                started_at=self._clock.now(),
-                last_used=slot.last_used,
-                **found,
-            )
-            self._ensure_monitor(key)
+            self._now_ready(key, **found)
             return
         # How far its load has come, from its log: another process may be starting it.
         progress = LoadProgress()
