@@ -87,7 +87,6 @@ def build_hosts_runtime(
     """The runtime over ``local`` and every host under ``hosts:`` (see the module docstring)."""
     engines: dict[str, ContainerRuntime] = {LOCAL_HOST: local}
     targets: dict[str, SshTarget] = {}
-    refused: dict[str, str] = {}
     probes: dict[str, GpuProbe] = {}
     ssh_engines: dict[str, SshEngine] = {}
     for name, host in config.hosts.items():
@@ -101,36 +100,21 @@ def build_hosts_runtime(
             engines[name] = DockerRuntime(host.url, address=f"{host.url} (host {name})")
         else:
             how = "a tcp:// url" if host.kind == "tcp" else "a Docker context"
-            refused[name] = how
             engines[name] = RefusedEngine(name, how)
     tunnels = TunnelSet(_model_tunnel)
 
     async def open_port(host: str, port: int) -> SshTunnel:
-        target = targets.get(host)
-        if target is None:
-            raise HostUnreachableError(
-                f"models on host {host} cannot be reached from here: it is reached by "
-                f"{refused.get(host, 'no SSH url')}, and ryx-desktop reaches other hosts' "
-                "models through SSH tunnels only",
-                f"Give {host} an ssh://user@host url in `hosts:` (the engine is then reached "
-                "over SSH as well).",
-                host=host,
-            )
-        return await tunnels.acquire(target, port)
+        return await tunnels.acquire(targets[host], port)  # only ssh hosts are tunnelled
 
     runtime: MultiEngineRuntime[SshTunnel] = MultiEngineRuntime(
         engines,
         open_port,
         tunnels.release,
         on_host=on_host,
-        tunnelled=[name for name in engines if name != LOCAL_HOST and name not in _unix(config)],
+        tunnelled=list(targets),  # ssh hosts: unix:// ones are engines on this machine
         clock=clock,
     )
     return HostsRuntime(runtime, tunnels, probes, ssh_engines)
-
-
-def _unix(config: Config) -> set[str]:
-    return {name for name, host in config.hosts.items() if host.kind == "unix"}
 
 
 class RefusedEngine:
